@@ -1,0 +1,1 @@
+"""Adapters that run foreign task code inside a supervisor (private)."""

@@ -1,0 +1,84 @@
+"""Running asyncio-flavoured task code through trio-asyncio, inside a trio supervisor.
+
+Imported only when a supervisor gets its first asyncio-flavoured task: importing trio-asyncio
+installs its asyncio loop policy, which slows every plain ``asyncio.run()`` in the process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncGenerator, Coroutine
+from typing import TYPE_CHECKING, Any
+
+import trio
+import trio_asyncio
+
+if TYPE_CHECKING:
+    from .._core.handle import TaskHandle
+    from .._core.supervisor import Supervisor
+
+__all__ = ["AsyncioBridge"]
+
+# As in the trio stream: an asyncio generator forwarding on the fast path lets the other
+# asyncio tasks run every so many events.
+_YIELD_EVERY = 64
+
+
+class AsyncioBridge:
+    """One trio-asyncio loop, opened in the supervisor's nursery and kept until it closes."""
+
+    __slots__ = ("_ready", "_stop", "loop")
+
+    def __init__(self, nursery: trio.Nursery) -> None:
+        self.loop: trio_asyncio.TrioEventLoop | None = None
+        self._ready = trio.Event()
+        self._stop = trio.Event()
+        nursery.start_soon(self._host, name="taskrunner.asyncio-loop")
+
+    async def _host(self) -> None:
+        async with trio_asyncio.open_loop() as loop:
+            self.loop = loop
+            self._ready.set()
+            await self._stop.wait()
+
+    def close(self) -> None:
+        """Let the loop close; called once every task of the supervisor has ended."""
+        self._stop.set()
+
+    async def run(
+        self, sup: Supervisor, handle: TaskHandle, body: Any, is_gen: bool
+    ) -> Any:
+        """Run ``body`` (an asyncio coroutine or async generator) as one asyncio task.
+
+        Cancellation from trio (cancel, interruption, timeout, close) cancels the asyncio task;
+        trio-asyncio turns its ``CancelledError`` back into trio's ``Cancelled``.
+        """
+        if self.loop is None:
+            await self._ready.wait()
+        coro: Coroutine[Any, Any, Any] = _drive(sup, handle, body) if is_gen else body
+        return await trio_asyncio.aio_as_trio(coro, loop=self.loop)
+
+
+async def _drive(sup: Supervisor, handle: TaskHandle, agen: AsyncGenerator[Any, Any]) -> None:
+    """Iterate ``agen`` inside one asyncio task for its whole life, forwarding what it yields.
+
+    One task (rather than one asyncio call per step) keeps ``asyncio.timeout`` blocks and
+    context variables valid across the generator's yields.
+    """
+    stream = sup._stream
+    count = 0
+    try:
+        async for event in agen:
+            if stream.has_room():
+                sup._output(handle, event)
+                count += 1
+                if count % _YIELD_EVERY == 0:
+                    await asyncio.sleep(0)
+                continue
+            try:
+                await trio_asyncio.trio_as_aio(stream.wait_for_room)()
+            finally:
+                # Appended even when cancelled while waiting: a yielded output is never dropped.
+                sup._output(handle, event)
+    finally:
+        await agen.aclose()

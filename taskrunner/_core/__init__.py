@@ -1,0 +1,1 @@
+"""The core supervisor: tasks, their handles, the record stream (private)."""

@@ -1,0 +1,148 @@
+"""The ordered record stream between a supervisor's tasks and its one reader."""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Generic, TypeVar
+
+import trio
+from trio.lowlevel import ParkingLot, cancel_shielded_checkpoint, checkpoint_if_cancelled
+
+from .errors import StreamBusyError
+
+__all__ = ["RecordStream"]
+
+T = TypeVar("T")
+
+# A put or get that takes the fast path (room in the buffer / a record waiting) does not
+# reschedule, which is what makes forwarding cheaper than a memory channel; every
+# _YIELD_EVERY-th one still goes through the scheduler so that a task yielding in a tight loop
+# cannot starve the others.
+_YIELD_EVERY = 64
+
+
+class RecordStream(Generic[T]):
+    """A FIFO of records with one reader, bounded for outputs and unbounded for lifecycle.
+
+    * :meth:`put_nowait` always succeeds: start and end records must never block or fail the
+      ``create_task`` or cancel that issues them.
+    * :meth:`put` waits while ``capacity`` or more records are buffered (backpressure). If it is
+      cancelled while waiting, the record is still appended before ``Cancelled`` propagates:
+      an output a task yielded is never dropped. Callers that must number a record only once
+      it is appended use :meth:`has_room`, :meth:`wait_for_room` and :meth:`after_put`.
+    * :meth:`get` returns records in order; after :meth:`close` it drains what is left and then
+      raises ``trio.EndOfChannel``.
+    """
+
+    __slots__ = ("_buf", "_capacity", "_closed", "_gets", "_puts", "_reader_lot", "_writer_lot")
+
+    def __init__(self, capacity: int) -> None:
+        if capacity < 1:
+            raise ValueError(f"capacity must be at least 1, got {capacity!r}")
+        self._buf: deque[T] = deque()
+        self._capacity = capacity
+        self._closed = False
+        self._reader_lot = ParkingLot()
+        self._writer_lot = ParkingLot()
+        self._puts = 0
+        self._gets = 0
+
+    def __len__(self) -> int:
+        return len(self._buf)
+
+    @property
+    def closed(self) -> bool:
+        """True once :meth:`close` was called; buffered records can still be read."""
+        return self._closed
+
+    def put_nowait(self, record: T) -> None:
+        """Append ``record`` whatever the buffer holds, and wake the reader."""
+        self._buf.append(record)
+        if self._reader_lot:
+            self._reader_lot.unpark()
+
+    def has_room(self) -> bool:
+        """True while fewer than ``capacity`` records wait (or the stream is closed)."""
+        return len(self._buf) < self._capacity or self._closed
+
+    async def wait_for_room(self) -> None:
+        """Wait until :meth:`has_room`. A checkpoint; cancellable."""
+        while not self.has_room():
+            await self._writer_lot.park()
+
+    async def after_put(self) -> None:
+        """The checkpoint that follows a fast-path append (see ``_YIELD_EVERY``)."""
+        self._puts += 1
+        if self._puts % _YIELD_EVERY:
+            await checkpoint_if_cancelled()
+        else:
+            await cancel_shielded_checkpoint()
+            await checkpoint_if_cancelled()
+
+    async def put(self, record: T) -> None:
+        """Append ``record``, first waiting while the buffer is at capacity.
+
+        Cancellation: if cancelled while waiting, the record is appended anyway, then
+        ``Cancelled`` propagates.
+        """
+        if self.has_room():
+            self.put_nowait(record)
+            await self.after_put()
+            return
+        try:
+            await self.wait_for_room()
+        finally:
+            self.put_nowait(record)
+
+    def get_nowait(self) -> T:
+        """Pop the oldest record; raise ``trio.WouldBlock`` (or ``EndOfChannel``) if none."""
+        buf = self._buf
+        if not buf:
+            if self._closed:
+                raise trio.EndOfChannel
+            raise trio.WouldBlock
+        record = buf.popleft()
+        if self._writer_lot and len(buf) < self._capacity:
+            self._writer_lot.unpark()
+        return record
+
+    async def get(self) -> T:
+        """Return the oldest record, waiting for one; ``trio.EndOfChannel`` once closed and empty.
+
+        Raises :class:`StreamBusyError` if another task is already waiting to read.
+        """
+        buf = self._buf
+        if buf:
+            record = buf.popleft()
+            if self._writer_lot and len(buf) < self._capacity:
+                self._writer_lot.unpark()
+            self._gets += 1
+            try:
+                if self._gets % _YIELD_EVERY:
+                    await checkpoint_if_cancelled()
+                else:
+                    await cancel_shielded_checkpoint()
+                    await checkpoint_if_cancelled()
+            except BaseException:
+                # Cancelled after taking it: put it back, so the next read still gets it.
+                buf.appendleft(record)
+                raise
+            return record
+        while not buf:
+            if self._closed:
+                raise trio.EndOfChannel
+            if self._reader_lot:
+                raise StreamBusyError(
+                    "another task is already reading this stream; it has one reader at a time"
+                )
+            await self._reader_lot.park()
+        record = buf.popleft()
+        if self._writer_lot and len(buf) < self._capacity:
+            self._writer_lot.unpark()
+        return record
+
+    def close(self) -> None:
+        """Mark the end of the stream; the reader drains what is buffered, then it ends."""
+        self._closed = True
+        self._reader_lot.unpark_all()
+        self._writer_lot.unpark_all()
