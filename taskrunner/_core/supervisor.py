@@ -130,7 +130,7 @@ def _check_flavor(flavor: object) -> Flavor:
     raise ValueError(f"flavor must be 'trio' or 'asyncio', got {flavor!r}")
 
 
-def _agen_started(agen: AsyncGenerator[Any, Any]) -> bool:
+def _agen_started(agen: types.AsyncGeneratorType[Any, Any]) -> bool:
     getstate = getattr(inspect, "getasyncgenstate", None)
     if getstate is not None:  # Python >= 3.12
         return bool(getstate(agen) != "AGEN_CREATED")
@@ -412,7 +412,9 @@ class Supervisor:
         self._nursery.start_soon(self._run, handle, body, name=name)
         return handle
 
-    async def _drive_trio_generator(self, handle: TaskHandle, agen: AsyncGenerator[Any, Any]) -> None:
+    async def _drive_trio_generator(
+        self, handle: TaskHandle, agen: AsyncGenerator[Any, Any]
+    ) -> None:
         try:
             async for event in agen:
                 await self._forward(handle, event)
