@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dis
 import inspect
 import logging
 import math
@@ -63,7 +64,7 @@ TaskHandler: TypeAlias = (
 )
 RecordSink: TypeAlias = Callable[[Record], None]
 
-_FLAVORS = ("trio", "asyncio")
+_RETURN_GENERATOR = dis.opmap.get("RETURN_GENERATOR", -1)
 _current_task: ContextVar[TaskHandle | None] = ContextVar("taskrunner.current_task", default=None)
 
 _ACCEPTED_HANDLERS = (
@@ -134,8 +135,11 @@ def _agen_started(agen: types.AsyncGeneratorType[Any, Any]) -> bool:
     getstate = getattr(inspect, "getasyncgenstate", None)
     if getstate is not None:  # Python >= 3.12
         return bool(getstate(agen) != "AGEN_CREATED")
+    # Python 3.11: a generator that has not started yet still stands on RETURN_GENERATOR.
     frame = agen.ag_frame
-    return frame is not None and frame.f_lasti > 0
+    if frame is None:
+        return True
+    return bool(agen.ag_code.co_code[frame.f_lasti] != _RETURN_GENERATOR)
 
 
 def _coerce_handler(handler: object) -> tuple[Any, bool, str]:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,8 +23,8 @@ from typing import IO, Any
 from taskrunner.tools.hub import Hub, Record
 
 __all__ = [
-    "RecordingError",
     "Recorder",
+    "RecordingError",
     "encode_line",
     "load_recording",
     "open_recorder",
@@ -116,7 +115,8 @@ def open_recorder(
         with open_recorder(hub, args.record):
             ...  # run the sessions
     """
-    file = open(path, "w", encoding="utf-8", newline="\n")  # noqa: SIM115 - owned by the Recorder
+    # The Recorder owns the file from here on and closes it.
+    file = open(path, "w", encoding="utf-8", newline="\n")
     recorder = Recorder(file)
     try:
         recorder.attach(hub, include_history=include_history)
@@ -135,20 +135,18 @@ def read_recording(path: str | os.PathLike[str]) -> Iterator[tuple[str, Record]]
     """
     name = os.fspath(path)
     with open(path, encoding="utf-8") as file:
-        pending_error: str | None = None
         for lineno, line in enumerate(file, start=1):
-            if pending_error is not None:
-                # A bad line followed by more lines is not a truncated tail.
-                raise RecordingError(pending_error)
             if not line.strip():
                 continue
             try:
                 entry = json.loads(line)
             except ValueError as exc:
-                pending_error = f"{name}:{lineno}: not JSON ({exc})"
-                if line.endswith("\n"):
-                    raise RecordingError(pending_error) from None
-                continue
+                message = f"{name}:{lineno}: not JSON ({exc})"
+                if not line.endswith("\n"):
+                    # Only the last line can lack its newline: a write cut short.
+                    logger.warning("%s; ignoring the truncated last line", message)
+                    return
+                raise RecordingError(message) from None
             if (
                 not isinstance(entry, dict)
                 or not isinstance(entry.get("session"), str)
@@ -158,8 +156,6 @@ def read_recording(path: str | os.PathLike[str]) -> Iterator[tuple[str, Record]]
                     f'{name}:{lineno}: expected {{"session": str, "record": {{...}}}}'
                 )
             yield entry["session"], entry["record"]
-        if pending_error is not None:
-            logger.warning("%s (ignored: truncated last line)", pending_error)
 
 
 def load_recording(
@@ -176,6 +172,3 @@ def load_recording(
         hub.publish(session_id, record)
     return hub
 
-
-# Re-exported for tests that check the float handling of recordings.
-_isfinite = math.isfinite

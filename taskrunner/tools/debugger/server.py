@@ -1,0 +1,94 @@
+"""Serve the debugger app with Hypercorn's trio worker."""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import secrets
+from functools import partial
+from typing import cast
+
+import trio
+from hypercorn.config import Config
+from hypercorn.trio import serve as hypercorn_serve
+from hypercorn.typing import ASGIFramework
+
+from taskrunner.tools.debugger.app import create_app
+from taskrunner.tools.hub import Hub
+
+__all__ = ["DEFAULT_HOST", "DEFAULT_PORT", "is_loopback", "serve"]
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8765
+
+# Host header values accepted when bound to loopback (TrustedHostMiddleware
+# compares them without the port).  Anything else is a DNS-rebinding attempt
+# or a proxy we were not told about.
+_LOOPBACK_HOSTS = ["127.0.0.1", "localhost", "[::1]", "::1"]
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` (an address or ``localhost``) only listens on this machine."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def _bind(host: str, port: int) -> str:
+    bare = host.strip("[]")
+    return f"[{bare}]:{port}" if ":" in bare else f"{bare}:{port}"
+
+
+async def serve(
+    hub: Hub,
+    *,
+    host: str = DEFAULT_HOST,
+    port: int = DEFAULT_PORT,
+    token: str | None = None,
+    read_only: bool = False,
+    task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve the debugger page for ``hub`` until cancelled.
+
+    Binds ``host:port`` (``port=0`` picks a free port), then reports the base
+    URL (e.g. ``"http://127.0.0.1:8765/"``) with ``task_status.started(url)``
+    so the caller can print it::
+
+        url = await nursery.start(partial(serve, hub, port=args.port))
+        print(f"debugger: {url}")
+
+    ``token`` guards Cancel/Interrupt (a random one by default; the page gets
+    it embedded in its HTML).  ``read_only`` serves a recording: no actions.
+    On loopback, requests whose ``Host`` is not a loopback name are refused;
+    on another address any ``Host`` is accepted, since the person chose to
+    expose the page.  Cancelling the surrounding scope stops the server at
+    once, closing open event streams.
+    """
+    app = create_app(
+        hub,
+        token=token or secrets.token_urlsafe(32),
+        read_only=read_only,
+        allowed_hosts=_LOOPBACK_HOSTS if is_loopback(host) else None,
+    )
+    config = Config()
+    config.bind = [_bind(host, port)]
+    # Log through our own logger: Hypercorn's default handler would print
+    # "Running on ..." over the terminal renderer; warnings and errors still
+    # reach stderr through logging's last-resort handler.
+    config.errorlog = logging.getLogger("taskrunner.debugger.hypercorn")
+    config.accesslog = None
+    # Event streams never finish on their own; don't wait long for them.
+    config.graceful_timeout = 0.5
+    async with trio.open_nursery() as nursery:
+        # Starlette's ASGI types are looser than Hypercorn's TypedDicts; the
+        # app is a plain ASGI 3 app, so the cast is only for the type checker.
+        asgi_app = cast(ASGIFramework, app)
+        binds: list[str] = await nursery.start(partial(hypercorn_serve, asgi_app, config))
+        url = binds[0].rstrip("/") + "/"
+        logger.info("debugger serving on %s", url)
+        task_status.started(url)
