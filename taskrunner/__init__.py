@@ -6,6 +6,7 @@ The public API is what this module exports; record classes live in :mod:`taskrun
 from ._core.errors import (
     DuplicateTaskNameError,
     FlavorError,
+    SessionClosedError,
     StreamBusyError,
     SupervisorClosedError,
     TaskCancelledError,
@@ -22,11 +23,18 @@ from ._core.supervisor import (
     open_supervisor,
     uninterruptible,
 )
+from ._session.context import Context, DataChange, current_context
+from ._session.session import AgentHandler, Session, open_session
 
 __all__ = [
+    "AgentHandler",
+    "Context",
+    "DataChange",
     "DuplicateTaskNameError",
     "Flavor",
     "FlavorError",
+    "Session",
+    "SessionClosedError",
     "StreamBusyError",
     "Supervisor",
     "SupervisorClosedError",
@@ -38,7 +46,9 @@ __all__ = [
     "TaskState",
     "TaskTimeoutError",
     "WrongContextError",
+    "current_context",
     "current_task",
+    "open_session",
     "open_supervisor",
     "uninterruptible",
 ]

@@ -1,4 +1,4 @@
-"""The records on a supervisor's stream (and, with sessions, the agent events)."""
+"""Agent events (what a handler receives and yields) and the records of the output stream."""
 
 from ._core.records import (
     TERMINAL_RECORDS,
@@ -12,10 +12,34 @@ from ._core.records import (
     TaskStuck,
     TaskTimedOut,
 )
+from ._session.agent_events import (
+    AudioEvent,
+    CustomEvent,
+    Event,
+    LogEvent,
+    SilenceEvent,
+    StartEvent,
+    StopEvent,
+    TextEvent,
+    TextToSpeechEvent,
+    TimeoutEvent,
+)
+from ._session.records import HandlerFailed, HandlerOutput, SessionEnded, SessionStarted
 
 __all__ = [
     "TERMINAL_RECORDS",
+    "AudioEvent",
+    "CustomEvent",
+    "Event",
+    "HandlerFailed",
+    "HandlerOutput",
+    "LogEvent",
     "Record",
+    "SessionEnded",
+    "SessionStarted",
+    "SilenceEvent",
+    "StartEvent",
+    "StopEvent",
     "TaskCancelled",
     "TaskFailed",
     "TaskFinished",
@@ -24,4 +48,7 @@ __all__ = [
     "TaskStarted",
     "TaskStuck",
     "TaskTimedOut",
+    "TextEvent",
+    "TextToSpeechEvent",
+    "TimeoutEvent",
 ]

@@ -264,7 +264,9 @@ async def test_interrupt_cancels_only_interruptible_tasks(flavor: str, autojump_
 
 
 @pytest.mark.parametrize("flavor", FLAVORS)
-async def test_uninterruptible_section_defers_interruption(flavor: str, autojump_clock: Any) -> None:
+async def test_uninterruptible_section_defers_interruption(
+    flavor: str, autojump_clock: Any
+) -> None:
     sleep = sleeper(flavor)
     steps: list[str] = []
 
@@ -471,7 +473,9 @@ async def test_task_ignoring_cancellation_is_reported_stuck(
         ("shielded", 6, 1, "cancel_all"),
         ("stubborn", 6, 1, "cancel_all"),
     ]
-    assert any("'stubborn'" in r.getMessage() and "ignores" in r.getMessage() for r in caplog.records)
+    assert any(
+        "'stubborn'" in r.getMessage() and "ignores" in r.getMessage() for r in caplog.records
+    )
     check_stream_invariants(records)
     # The shielded task finished its protected work: it returned, so it stays finished.
     assert kinds(of_task(records, "shielded"))[-2:] == ["TaskStuck", "TaskFinished"]

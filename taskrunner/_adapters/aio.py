@@ -7,7 +7,8 @@ installs its asyncio loop policy, which slows every plain ``asyncio.run()`` in t
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator, Coroutine
+from collections.abc import AsyncGenerator, Callable, Coroutine
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import trio
@@ -45,21 +46,34 @@ class AsyncioBridge:
         """Let the loop close; called once every task of the supervisor has ended."""
         self._stop.set()
 
-    async def run(
-        self, sup: Supervisor, handle: TaskHandle, body: Any, is_gen: bool
-    ) -> Any:
+    async def run(self, sup: Supervisor, handle: TaskHandle, body: Any, is_gen: bool) -> Any:
         """Run ``body`` (an asyncio coroutine or async generator) as one asyncio task.
 
         Cancellation from trio (cancel, interruption, timeout, close) cancels the asyncio task;
         trio-asyncio turns its ``CancelledError`` back into trio's ``Cancelled``.
         """
+        if is_gen:
+            return await self.run_generator(sup, body, partial(sup._output, handle))
+        return await self.run_coroutine(body)
+
+    async def run_generator(
+        self, sup: Supervisor, agen: AsyncGenerator[Any, Any], output: Callable[[Any], None]
+    ) -> None:
+        """Iterate ``agen`` as one asyncio task, calling ``output(event)`` for each value."""
         if self.loop is None:
             await self._ready.wait()
-        coro: Coroutine[Any, Any, Any] = _drive(sup, handle, body) if is_gen else body
+        await trio_asyncio.aio_as_trio(_drive(sup, agen, output), loop=self.loop)
+
+    async def run_coroutine(self, coro: Coroutine[Any, Any, Any]) -> Any:
+        """Await the asyncio coroutine ``coro`` as one asyncio task and return its result."""
+        if self.loop is None:
+            await self._ready.wait()
         return await trio_asyncio.aio_as_trio(coro, loop=self.loop)
 
 
-async def _drive(sup: Supervisor, handle: TaskHandle, agen: AsyncGenerator[Any, Any]) -> None:
+async def _drive(
+    sup: Supervisor, agen: AsyncGenerator[Any, Any], output: Callable[[Any], None]
+) -> None:
     """Iterate ``agen`` inside one asyncio task for its whole life, forwarding what it yields.
 
     One task (rather than one asyncio call per step) keeps ``asyncio.timeout`` blocks and
@@ -70,7 +84,7 @@ async def _drive(sup: Supervisor, handle: TaskHandle, agen: AsyncGenerator[Any, 
     try:
         async for event in agen:
             if stream.has_room():
-                sup._output(handle, event)
+                output(event)
                 count += 1
                 if count % _YIELD_EVERY == 0:
                     await asyncio.sleep(0)
@@ -79,6 +93,6 @@ async def _drive(sup: Supervisor, handle: TaskHandle, agen: AsyncGenerator[Any, 
                 await trio_asyncio.trio_as_aio(stream.wait_for_room)()
             finally:
                 # Appended even when cancelled while waiting: a yielded output is never dropped.
-                sup._output(handle, event)
+                output(event)
     finally:
         await agen.aclose()

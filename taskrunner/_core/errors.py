@@ -54,3 +54,7 @@ class TaskTimeoutError(TaskRunnerError):
         )
         self.task = task
         self.timeout = timeout
+
+
+class SessionClosedError(TaskRunnerError, RuntimeError):
+    """The session has received its ``StopEvent`` (or closed) and takes no more input."""

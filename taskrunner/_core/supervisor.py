@@ -258,6 +258,8 @@ class Supervisor:
         self._watchdog_scope: trio.CancelScope | None = None
         self._aio: AsyncioBridge | None = None
         self._on_record = on_record
+        self._jobs = 0
+        self._before_close: list[Callable[[], None]] = []
 
     def __repr__(self) -> str:
         state = "closing" if self._closing else "open"
@@ -408,11 +410,7 @@ class Supervisor:
             if is_gen:
                 body = self._drive_trio_generator(handle, body)
         else:
-            if self._aio is None:
-                from .._adapters.aio import AsyncioBridge  # loads trio-asyncio on first use
-
-                self._aio = AsyncioBridge(self._nursery)
-            body = self._aio.run(self, handle, body, is_gen)
+            body = self.asyncio_bridge().run(self, handle, body, is_gen)
         self._nursery.start_soon(self._run, handle, body, name=name)
         return handle
 
@@ -665,13 +663,52 @@ class Supervisor:
             )
         )
 
+    # ------------------------------------------------------------------ runtime hooks
+
+    def asyncio_bridge(self) -> AsyncioBridge:
+        """The supervisor's trio-asyncio loop (opened on first use), for the session runtime."""
+        if self._aio is None:
+            from .._adapters.aio import AsyncioBridge  # loads trio-asyncio on first use
+
+            self._aio = AsyncioBridge(self._nursery)
+        return self._aio
+
+    def start_job(self, fn: Callable[[], Coroutine[Any, Any, None]], name: str) -> None:
+        """Run ``fn()`` in the supervisor's nursery as runtime machinery, not as a task.
+
+        The supervisor's close waits for jobs as for tasks (before it shuts its asyncio loop),
+        but jobs have no records and are not cancelled by closing: their owner ends them.
+        """
+        self._jobs += 1
+        self._nursery.start_soon(self._run_job, fn, name=name)
+
+    async def _run_job(self, fn: Callable[[], Coroutine[Any, Any, None]]) -> None:
+        try:
+            await fn()
+        finally:
+            self._jobs -= 1
+            if self._idle_lot:
+                self._idle_lot.unpark_all()
+
+    def cancel_where(self, predicate: Callable[[TaskHandle], bool], reason: str) -> int:
+        """Cancel the unfinished tasks ``predicate`` selects, with ``reason``; never deferred."""
+        count = 0
+        for handle in list(self._tasks.values()):
+            if predicate(handle) and self._cancel(handle, reason):
+                count += 1
+        return count
+
+    def call_before_close(self, fn: Callable[[], None]) -> None:
+        """Call ``fn()`` once every task and job has ended, just before the stream closes."""
+        self._before_close.append(fn)
+
     # ------------------------------------------------------------------ closing
 
     async def _aclose(self) -> None:
         self._closing = True
         for handle in list(self._tasks.values()):
             self._cancel(handle, "closed")
-        while self._tasks:
+        while self._tasks or self._jobs:
             await self._idle_lot.park()
         if self._watchdog_scope is not None:
             self._watchdog_scope.cancel()
@@ -729,6 +766,10 @@ async def open_supervisor(
     finally:
         if sup is not None:
             sup._closing = True
-            sup._stream.close()
+            try:
+                for fn in sup._before_close:
+                    fn()
+            finally:
+                sup._stream.close()
     if body_error is not None:
         raise body_error

@@ -340,20 +340,34 @@ class Subscription:
     def __aiter__(self) -> Subscription:
         return self
 
+    def receive_nowait(self) -> HubItem:
+        """The next item if one is ready.
+
+        Raises :class:`trio.WouldBlock` if none is, and
+        :class:`trio.EndOfChannel` once the subscription has ended.
+        """
+        if self._closed:
+            raise trio.EndOfChannel
+        if self._buffer:
+            return self._buffer.popleft()
+        if self._missed:
+            # Caught up: now tell about what was dropped.
+            return self._pop_missed()
+        if self._finished:
+            raise trio.EndOfChannel
+        raise trio.WouldBlock
+
     async def __anext__(self) -> HubItem:
         # Always a checkpoint, like any trio receive, so a consumer that is
         # never starved still lets other tasks (and cancellation) in.
         await trio.lowlevel.checkpoint()
         while True:
-            if self._closed:
-                raise StopAsyncIteration
-            if self._buffer:
-                return self._buffer.popleft()
-            if self._missed:
-                # Caught up: now tell about what was dropped.
-                return self._pop_missed()
-            if self._finished:
-                raise StopAsyncIteration
+            try:
+                return self.receive_nowait()
+            except trio.WouldBlock:
+                pass
+            except trio.EndOfChannel:
+                raise StopAsyncIteration from None
             self._wakeup = trio.Event()
             await self._wakeup.wait()
 

@@ -158,9 +158,7 @@ def read_recording(path: str | os.PathLike[str]) -> Iterator[tuple[str, Record]]
             yield entry["session"], entry["record"]
 
 
-def load_recording(
-    path: str | os.PathLike[str], *, history_limit: int | None = None
-) -> Hub:
+def load_recording(path: str | os.PathLike[str], *, history_limit: int | None = None) -> Hub:
     """Load a recording into a new :class:`Hub`, for the read-only debugger view.
 
     Every record is replayed through :meth:`Hub.publish`, so sessions, task
@@ -171,4 +169,3 @@ def load_recording(
     for session_id, record in read_recording(Path(path)):
         hub.publish(session_id, record)
     return hub
-

@@ -138,9 +138,7 @@ class _EventStream(Response):
 
     media_type = "text/event-stream"
 
-    def __init__(
-        self, hub: Hub, session_id: str, after: int | None, heartbeat: float
-    ) -> None:
+    def __init__(self, hub: Hub, session_id: str, after: int | None, heartbeat: float) -> None:
         self._hub = hub
         self._session_id = session_id
         self._after = after
@@ -156,9 +154,7 @@ class _EventStream(Response):
         # Subscribe before replaying the history so nothing published in
         # between is lost; duplicates are skipped by seq below.
         with self._hub.subscribe(self._session_id) as subscription:
-            await send(
-                {"type": "http.response.start", "status": 200, "headers": self.raw_headers}
-            )
+            await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
             disconnected = False
             async with trio.open_nursery() as nursery:
 
@@ -337,9 +333,7 @@ def create_app(
         Route("/api/sessions/{session_id}/records", session_records, methods=["GET"]),
         Route("/api/sessions/{session_id}/stream", session_stream, methods=["GET"]),
         # {name:path}: task names may contain "/" (sent percent-encoded).
-        Route(
-            "/api/sessions/{session_id}/tasks/{name:path}/cancel", cancel_task, methods=["POST"]
-        ),
+        Route("/api/sessions/{session_id}/tasks/{name:path}/cancel", cancel_task, methods=["POST"]),
         Route("/api/sessions/{session_id}/interrupt", interrupt, methods=["POST"]),
         Mount("/static", app=StaticFiles(directory=STATIC_DIR), name="static"),
     ]

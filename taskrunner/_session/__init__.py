@@ -1,0 +1,1 @@
+"""The session runtime: the agent handler, its Context, one output stream (private)."""

@@ -1,0 +1,367 @@
+"""open_session: one agent conversation, its handler, its tasks and its output stream."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import uuid
+from collections.abc import AsyncIterator, Callable
+from contextlib import aclosing, asynccontextmanager
+from functools import partial
+from typing import Any, TypeAlias
+
+import trio
+from trio.lowlevel import ParkingLot
+
+from .._core.errors import FlavorError, SessionClosedError
+from .._core.records import Record
+from .._core.supervisor import (
+    Flavor,
+    RecordSink,
+    Supervisor,
+    _check_flavor,
+    _check_timeout,
+    _is_asyncio_misuse,
+    open_supervisor,
+)
+from .agent_events import Event, StopEvent, TextEvent
+from .context import Context, _current_context
+from .records import HandlerFailed, HandlerOutput, SessionEnded, SessionStarted
+
+__all__ = ["AgentHandler", "Session", "open_session"]
+
+logger = logging.getLogger("taskrunner")
+
+#: ``async def handler(event, context)``: an async generator (yielding output events) or a
+#: coroutine function.
+AgentHandler: TypeAlias = Callable[[Any, Context], Any]
+
+
+def _check_handler(handler: object) -> bool:
+    """Return True for an async generator function, False for a coroutine function."""
+    is_gen = inspect.isasyncgenfunction(handler)
+    if not (is_gen or inspect.iscoroutinefunction(handler)):
+        if inspect.isasyncgen(handler) or inspect.iscoroutine(handler):
+            what = f"a {type(handler).__name__} object (call result)"
+        else:
+            what = f"{type(handler).__name__}: {handler!r:.80}"
+        raise TypeError(
+            "handler must be `async def handler(event, context)`, an async generator function "
+            f"or a coroutine function taking (event, context); got {what}"
+        )
+    try:
+        inspect.signature(handler).bind(None, None)  # type: ignore[arg-type]
+    except TypeError:
+        raise TypeError(
+            f"handler {getattr(handler, '__qualname__', handler)!r} must accept two "
+            f"arguments (event, context); its signature is {inspect.signature(handler)}"  # type: ignore[arg-type]
+        ) from None
+    return is_gen
+
+
+def _misuse_error(exc: BaseException, flavor: str) -> BaseException | None:
+    if flavor == "trio" and _is_asyncio_misuse(exc):
+        err = FlavorError(
+            f"the handler called asyncio code ({exc}) in a trio-flavoured session; "
+            f"open the session with flavor='asyncio'"
+        )
+    elif flavor == "asyncio" and isinstance(exc, RuntimeError) and "got bad yield" in str(exc):
+        err = FlavorError(
+            f"the handler called trio code ({exc}) in an asyncio-flavoured session; "
+            f"open the session with flavor='trio'"
+        )
+    else:
+        return None
+    err.__cause__ = exc
+    return err
+
+
+class Session:
+    """One running conversation, made by :func:`open_session`.
+
+    Send input with :meth:`send`; read the one output stream with :meth:`events`.
+    """
+
+    def __init__(
+        self,
+        sup: Supervisor,
+        handler: AgentHandler,
+        is_gen: bool,
+        flavor: Flavor,
+        context: Context,
+        interrupt_on: tuple[type[Event], ...],
+        stop_grace: float,
+        max_pending_inputs: int,
+    ) -> None:
+        self._sup = sup
+        self._handler = handler
+        self._is_gen = is_gen
+        self._flavor: Flavor = flavor
+        self.context = context
+        self._interrupt_on = interrupt_on
+        self._stop_grace = stop_grace
+        self._inbox_send, self._inbox_recv = trio.open_memory_channel[Event](max_pending_inputs)
+        self._stopping = False
+        self._pending = 0
+        self._idle_lot = ParkingLot()
+        self._done = trio.Event()
+        self._scope = trio.CancelScope()
+
+    def __repr__(self) -> str:
+        state = "stopping" if self._stopping else "open"
+        return f"<Session {self.session_id!r} {state} pending_inputs={self._pending}>"
+
+    @property
+    def session_id(self) -> str:
+        """The session's id (``context.session_id``)."""
+        return self.context.session_id
+
+    @property
+    def supervisor(self) -> Supervisor:
+        """The supervisor that runs the session's tasks."""
+        return self._sup
+
+    # ------------------------------------------------------------------ input
+
+    async def send(self, event: Event) -> None:
+        """Deliver an input event; the handler takes inputs one at a time, in order.
+
+        An event of an ``interrupt_on`` type (by default :class:`TextEvent`) cancels the
+        interruptible tasks as soon as it is sent, even while the handler is still answering an
+        earlier input. After a :class:`StopEvent` the session ends and ``send`` raises
+        :class:`SessionClosedError` (a ``RuntimeError``).
+        """
+        if not isinstance(event, Event):
+            raise TypeError(
+                f"send() takes an input event (StartEvent, TextEvent, TimeoutEvent, StopEvent, "
+                f"CustomEvent...), got {type(event).__name__}: {event!r:.80}"
+            )
+        if self._stopping:
+            raise SessionClosedError(
+                f"session {self.session_id!r} has received a StopEvent and takes no more "
+                f"input; send() after it is refused ({type(event).__name__})"
+            )
+        if isinstance(event, self._interrupt_on):
+            self.interrupt()
+        if isinstance(event, StopEvent):
+            self._stopping = True
+        self._pending += 1
+        try:
+            await self._inbox_send.send(event)
+        except BaseException:
+            self._pending -= 1
+            raise
+        if self._stopping:
+            self._inbox_send.close()
+
+    def interrupt(self) -> int:
+        """Cancel the interruptible tasks now (reason ``"interrupted"``); how many were hit."""
+        return self._sup.cancel_interruptible_tasks()
+
+    async def wait_until_handled(self) -> None:
+        """Return once every input sent so far has been handled by the handler."""
+        while self._pending:
+            await self._idle_lot.park()
+        await trio.lowlevel.checkpoint()
+
+    async def stop(self) -> None:
+        """Send a :class:`StopEvent` (unless one was sent) and wait until the session has ended
+        its tasks. Leaving the ``open_session`` block does this."""
+        if not self._stopping:
+            await self.send(StopEvent())
+        await self._done.wait()
+
+    def events(self) -> AsyncIterator[Record]:
+        """The session's one output stream, in order: ``SessionStarted``, ``HandlerOutput``,
+        ``HandlerFailed``, every task record, and last ``SessionEnded``. One reader at a time;
+        see :meth:`taskrunner.Supervisor.events` for what happens when nobody reads."""
+        return self._sup.events()
+
+    # ------------------------------------------------------------------ the handler
+
+    async def _dispatch(self) -> None:
+        _current_context.set(self.context)
+        try:
+            with self._scope:
+                async for event in self._inbox_recv:
+                    try:
+                        await self._handle(event)
+                    finally:
+                        self._pending -= 1
+                        if self._pending == 0 and self._idle_lot:
+                            self._idle_lot.unpark_all()
+                    if isinstance(event, StopEvent):
+                        await self._end_tasks()
+                        break
+        finally:
+            self._done.set()
+            self._idle_lot.unpark_all()
+
+    async def _handle(self, event: Event) -> None:
+        sup = self._sup
+        try:
+            if self._flavor == "trio":
+                if self._is_gen:
+                    async with aclosing(self._handler(event, self.context)) as agen:
+                        async for out in agen:
+                            await sup.emit_with_backpressure(
+                                partial(_handler_output, out=out, input=event)
+                            )
+                else:
+                    await self._handler(event, self.context)
+            else:
+                bridge = sup.asyncio_bridge()
+                if self._is_gen:
+                    await bridge.run_generator(
+                        sup, self._handler(event, self.context), partial(self._output, input=event)
+                    )
+                else:
+                    await bridge.run_coroutine(self._handler(event, self.context))
+        except Exception as exc:
+            self._failed(exc, event)
+        except asyncio.CancelledError as exc:  # asyncio code cancelled itself
+            self._failed(exc, event)
+
+    def _output(self, out: Any, input: Event) -> None:
+        sup = self._sup
+        sup.emit(HandlerOutput(sup.next_seq(), trio.current_time(), out, input))
+
+    def _failed(self, exc: BaseException, input: Event) -> None:
+        exc = _misuse_error(exc, self._flavor) or exc
+        logger.error(
+            "session %r: the handler failed on %s",
+            self.session_id,
+            type(input).__name__,
+            exc_info=exc,
+        )
+        sup = self._sup
+        sup.emit(HandlerFailed(sup.next_seq(), trio.current_time(), exc, input))
+
+    async def _end_tasks(self) -> None:
+        """The stop sequence: interruptible tasks at once, the others after ``stop_grace``."""
+        sup = self._sup
+        sup.cancel_where(lambda h: h.interruptible, "closed")
+        if self._stop_grace > 0:
+            await sup.wait_for_all_tasks(self._stop_grace)
+        sup.cancel_where(lambda h: True, "closed")
+        await sup.wait_for_all_tasks()
+
+    def _abort(self) -> None:
+        self._stopping = True
+        self._inbox_send.close()
+        self._scope.cancel()
+
+    def _emit_ended(self) -> None:
+        sup = self._sup
+        sup.emit(SessionEnded(sup.next_seq(), trio.current_time(), self.session_id))
+
+
+def _handler_output(seq: int, at: float, *, out: Any, input: Event) -> HandlerOutput:
+    return HandlerOutput(seq, at, out, input)
+
+
+@asynccontextmanager
+async def open_session(
+    handler: AgentHandler,
+    *,
+    session_id: str | None = None,
+    agent_id: str = "",
+    environment: str = "",
+    variables: dict[str, str] | None = None,
+    flavor: Flavor = "asyncio",
+    interrupt_on: tuple[type[Event], ...] = (TextEvent,),
+    stop_grace: float = 0.0,
+    max_buffer: int = 1024,
+    max_pending_inputs: int = 256,
+    history: int = 1000,
+    data_history_per_key: int = 100,
+    stuck_after: float | None = 10.0,
+    on_record: RecordSink | None = None,
+) -> AsyncIterator[Session]:
+    """Run one agent session for the duration of the block.
+
+    ``handler(event, context)`` is an async generator (yielding output events) or a coroutine
+    function, of the session's ``flavor`` (asyncio by default, as the seeds' code is; the
+    flavour is also the default of its tasks). ``interrupt_on`` lists the input event types
+    that cancel interruptible tasks when sent. When the :class:`StopEvent` has been handled,
+    interruptible tasks are cancelled at once and the others after up to ``stop_grace``
+    seconds (reason ``"closed"``).
+
+    Leaving the block normally stops the session as :meth:`Session.stop` does (the inputs
+    already sent are handled first). If the block raises, the handler is cancelled, the tasks
+    are cancelled (``"closed"``) and the exception propagates unchanged.
+    ``max_buffer``, ``history``, ``stuck_after`` and ``on_record`` are as for
+    :func:`taskrunner.open_supervisor`.
+    """
+    is_gen = _check_handler(handler)
+    flavor = _check_flavor(flavor)
+    if session_id is None:
+        session_id = f"session-{uuid.uuid4().hex[:12]}"
+    for name, value in (
+        ("session_id", session_id),
+        ("agent_id", agent_id),
+        ("environment", environment),
+    ):
+        if not isinstance(value, str):
+            raise TypeError(f"{name} must be a str, got {type(value).__name__}: {value!r}")
+    if variables is None:
+        variables = {}
+    elif not isinstance(variables, dict):
+        raise TypeError(f"variables must be a dict of str, got {type(variables).__name__}")
+    if not isinstance(interrupt_on, tuple) or not all(
+        isinstance(t, type) and issubclass(t, Event) for t in interrupt_on
+    ):
+        raise TypeError(
+            f"interrupt_on must be a tuple of Event classes (e.g. (TextEvent,)), "
+            f"got {interrupt_on!r}"
+        )
+    if stop_grace is None or stop_grace != 0:
+        grace = _check_timeout(stop_grace, "stop_grace")
+        if grace is None:
+            raise TypeError("stop_grace must be a number of seconds >= 0, got None")
+    else:
+        grace = 0.0
+    if (
+        isinstance(max_pending_inputs, bool)
+        or not isinstance(max_pending_inputs, int)
+        or (max_pending_inputs < 1)
+    ):
+        raise ValueError(f"max_pending_inputs must be a positive int, got {max_pending_inputs!r}")
+    async with open_supervisor(
+        flavor=flavor,
+        max_buffer=max_buffer,
+        history=history,
+        stuck_after=stuck_after,
+        on_record=on_record,
+    ) as sup:
+        session: Session | None = None
+
+        def interrupt() -> int:
+            assert session is not None
+            return session.interrupt()
+
+        context = Context(
+            sup,
+            session_id=session_id,
+            agent_id=agent_id,
+            environment=environment,
+            function_id=getattr(handler, "__qualname__", repr(handler)),
+            variables=dict(variables),
+            history_per_key=data_history_per_key,
+            on_interrupt=interrupt,
+        )
+        session = Session(
+            sup, handler, is_gen, flavor, context, interrupt_on, grace, max_pending_inputs
+        )
+        sup.call_before_close(session._emit_ended)
+        sup.emit(
+            SessionStarted(sup.next_seq(), trio.current_time(), session_id, agent_id, environment)
+        )
+        sup.start_job(session._dispatch, name=f"taskrunner.session:{session_id}")
+        try:
+            yield session
+        except BaseException:
+            session._abort()
+            raise
+        await session.stop()
