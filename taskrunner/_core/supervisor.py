@@ -198,12 +198,28 @@ def _coerce_handler(handler: object) -> tuple[Any, bool, str]:
     raise TypeError(f"handler must be {_ACCEPTED_HANDLERS}; got {type(handler).__name__}: {text}")
 
 
-def _is_asyncio_misuse(exc: BaseException) -> bool:
-    """True if ``exc`` is what trio or asyncio raise when asyncio code runs in a trio task."""
+def flavor_misuse(exc: BaseException, flavor: str, who: str, call: str) -> FlavorError | None:
+    """A :class:`FlavorError` explaining ``exc`` if it is what trio or asyncio raise when code
+    of the other flavour runs in ``flavor`` code, else None.
+
+    ``who`` names the code (``"task 'x'"``), ``call`` the call that sets its flavour.
+    """
     msg = str(exc)
-    return (isinstance(exc, TypeError) and "unrecognized yield message" in msg) or (
-        isinstance(exc, RuntimeError) and "no running event loop" in msg
+    if flavor == "trio" and (
+        (isinstance(exc, TypeError) and "unrecognized yield message" in msg)
+        or (isinstance(exc, RuntimeError) and "no running event loop" in msg)
+    ):
+        other = "asyncio"
+    elif flavor == "asyncio" and isinstance(exc, RuntimeError) and "got bad yield" in msg:
+        other = "trio"
+    else:
+        return None
+    err = FlavorError(
+        f"{who} is {flavor}-flavoured but called {other} code ({msg}); "
+        f"run it with {call}(..., flavor={other!r})"
     )
+    err.__cause__ = exc
+    return err
 
 
 class _RecordIterator:
@@ -438,13 +454,9 @@ class Supervisor:
             with scope:
                 result = await body
         except Exception as exc:
-            if handle.flavor == "trio" and _is_asyncio_misuse(exc):
-                err: BaseException = FlavorError(
-                    f"task {handle.name!r} called asyncio code ({exc}); asyncio code must run "
-                    f"in an asyncio-flavoured task: create_task(..., flavor='asyncio')"
-                )
-                err.__cause__ = exc
-                exc = err  # type: ignore[assignment]
+            misuse = flavor_misuse(exc, handle.flavor, f"task {handle.name!r}", "create_task")
+            if misuse is not None:
+                exc = misuse
             self._end(handle, TaskState.FAILED, exc)
             return
         except BaseException as exc:

@@ -14,7 +14,7 @@ from typing import Any, TypeAlias
 import trio
 from trio.lowlevel import ParkingLot
 
-from .._core.errors import FlavorError, SessionClosedError
+from .._core.errors import SessionClosedError
 from .._core.records import Record
 from .._core.supervisor import (
     Flavor,
@@ -22,7 +22,7 @@ from .._core.supervisor import (
     Supervisor,
     _check_flavor,
     _check_timeout,
-    _is_asyncio_misuse,
+    flavor_misuse,
     open_supervisor,
 )
 from .agent_events import Event, StopEvent, TextEvent
@@ -58,23 +58,6 @@ def _check_handler(handler: object) -> bool:
             f"arguments (event, context); its signature is {inspect.signature(handler)}"  # type: ignore[arg-type]
         ) from None
     return is_gen
-
-
-def _misuse_error(exc: BaseException, flavor: str) -> BaseException | None:
-    if flavor == "trio" and _is_asyncio_misuse(exc):
-        err = FlavorError(
-            f"the handler called asyncio code ({exc}) in a trio-flavoured session; "
-            f"open the session with flavor='asyncio'"
-        )
-    elif flavor == "asyncio" and isinstance(exc, RuntimeError) and "got bad yield" in str(exc):
-        err = FlavorError(
-            f"the handler called trio code ({exc}) in an asyncio-flavoured session; "
-            f"open the session with flavor='trio'"
-        )
-    else:
-        return None
-    err.__cause__ = exc
-    return err
 
 
 class Session:
@@ -228,7 +211,7 @@ class Session:
         sup.emit(HandlerOutput(sup.next_seq(), trio.current_time(), out, input))
 
     def _failed(self, exc: BaseException, input: Event) -> None:
-        exc = _misuse_error(exc, self._flavor) or exc
+        exc = flavor_misuse(exc, self._flavor, "the handler", "open_session") or exc
         logger.error(
             "session %r: the handler failed on %s",
             self.session_id,

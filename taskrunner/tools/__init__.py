@@ -1,0 +1,1 @@
+"""Tools around the library: the CLI, renderers, the debugger, the stress runner."""

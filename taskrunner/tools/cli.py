@@ -1,0 +1,199 @@
+"""``python -m taskrunner``: run an agent with a scripted conversation, or the demo.
+
+Commands: ``run MODULE`` (a handler module or path, with ``--say``/``--wait`` steps), ``demo``
+(the built-in order agent and script).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+import logging
+import sys
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import trio
+import trio.testing
+
+from .._session.agent_events import StartEvent, TextEvent
+from .._session.session import AgentHandler, open_session
+
+__all__ = ["main"]
+
+Step = tuple[str, str]
+
+
+class _StepAction(argparse.Action):
+    """Collects ``--say`` and ``--wait`` in the order given, into one ``script`` list."""
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: Any,
+        option_string: str | None = None,
+    ) -> None:
+        kind = "say" if option_string == "--say" else "wait"
+        if kind == "wait":
+            try:
+                seconds = float(values)
+            except ValueError:
+                parser.error(f"--wait takes a number of seconds, got {values!r}")
+            if not seconds >= 0:
+                parser.error(f"--wait takes a number of seconds >= 0, got {values!r}")
+        script = list(getattr(namespace, "script", None) or [])
+        script.append((kind, str(values)))
+        namespace.script = script
+
+
+def _add_output_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--json", action="store_true", help="print JSON lines instead of text")
+    p.add_argument(
+        "--speed",
+        type=float,
+        default=1.0,
+        help="how much faster than real time the session's clock runs (default %(default)s)",
+    )
+    p.add_argument(
+        "--pause",
+        type=float,
+        default=0.5,
+        help="seconds (session clock) to let pass after each --say (default %(default)s)",
+    )
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m taskrunner", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run a handler module with a scripted conversation")
+    run.add_argument("module", help="a path to a .py file or a module name, with a handler")
+    run.add_argument("--handler", default="handler", help="the handler's name in the module")
+    run.add_argument("--say", action=_StepAction, dest="script", help="send a TextEvent")
+    run.add_argument("--wait", action=_StepAction, dest="script", help="let seconds pass")
+    run.add_argument(
+        "--flavor",
+        choices=("asyncio", "trio"),
+        default=None,
+        help="the session's flavour (default: the module's FLAVOR, else asyncio)",
+    )
+    _add_output_options(run)
+
+    demo = sub.add_parser("demo", help="run the built-in order agent and script")
+    _add_output_options(demo)
+    demo.set_defaults(speed=4.0)
+    return parser
+
+
+def _load_module(spec: str) -> ModuleType:
+    path = Path(spec)
+    if path.suffix == ".py" or path.exists():
+        if not path.is_file():
+            raise SystemExit(f"error: no such file: {spec}")
+        mod_spec = importlib.util.spec_from_file_location(path.stem, path)
+        if mod_spec is None or mod_spec.loader is None:
+            raise SystemExit(f"error: cannot load {spec} as a Python module")
+        module = importlib.util.module_from_spec(mod_spec)
+        sys.modules[path.stem] = module
+        mod_spec.loader.exec_module(module)
+        return module
+    try:
+        return importlib.import_module(spec)
+    except ImportError as exc:
+        raise SystemExit(f"error: cannot import {spec!r}: {exc}") from None
+
+
+@asynccontextmanager
+async def _no_lifespan() -> AsyncIterator[dict[str, str]]:
+    yield {}
+
+
+async def run_conversation(
+    handler: AgentHandler,
+    script: Sequence[Step],
+    *,
+    renderer: Any,
+    flavor: str = "asyncio",
+    pause: float = 0.5,
+    lifespan: Callable[[], AbstractAsyncContextManager[dict[str, str]]] | None = None,
+    session_id: str | None = None,
+) -> None:
+    """Open a session, send ``StartEvent``, play ``script``, stop, and render everything."""
+    async with (lifespan or _no_lifespan)() as variables:
+        async with trio.open_nursery() as nursery:
+            async with open_session(
+                handler, flavor=flavor, variables=variables, session_id=session_id  # type: ignore[arg-type]
+            ) as session:
+
+                async def show() -> None:
+                    async for record in session.events():
+                        renderer.render(record)
+
+                nursery.start_soon(show)
+                await session.send(StartEvent())
+                await session.wait_until_handled()
+                for kind, value in script:
+                    if kind == "say":
+                        await session.send(TextEvent.from_text(value))
+                        await session.wait_until_handled()
+                        await trio.sleep(pause)
+                    else:
+                        await trio.sleep(float(value))
+                await session.wait_until_handled()
+        renderer.summary(session.supervisor.snapshot())
+
+
+def _configure_logging(json_output: bool) -> None:
+    # taskrunner's own warnings (timeouts, stuck tasks) are already records on the stream
+    # shown to the person, so they are not printed twice; agents' own logging goes to stderr.
+    logging.getLogger("taskrunner").propagate = False
+    logging.getLogger("taskrunner").addHandler(logging.NullHandler())
+    if not json_output:
+        from rich.logging import RichHandler
+
+        logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s",
+                            handlers=[RichHandler(show_time=False, show_path=False)])
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """The command line entry point; returns the exit status."""
+    args = _parser().parse_args(argv)
+    _configure_logging(args.json)
+    if args.speed <= 0:
+        raise SystemExit("error: --speed must be > 0")
+    if args.json:
+        from .render import JsonRenderer
+
+        renderer: Any = JsonRenderer(sys.stdout)
+    else:
+        from .render import TerminalRenderer
+
+        renderer = TerminalRenderer()
+    if args.command == "demo":
+        from . import demo_agent
+
+        handler: AgentHandler = demo_agent.handler
+        script: list[Step] = list(demo_agent.SCRIPT)
+        flavor = "asyncio"
+        lifespan = None
+    else:
+        module = _load_module(args.module)
+        handler = getattr(module, args.handler, None)  # type: ignore[assignment]
+        if handler is None:
+            raise SystemExit(f"error: {args.module} has no {args.handler!r}")
+        script = list(getattr(args, "script", None) or [])
+        flavor = args.flavor or getattr(module, "FLAVOR", "asyncio")
+        lifespan = getattr(module, "lifespan", None)
+    clock = trio.testing.MockClock(rate=args.speed) if args.speed != 1.0 else None
+    trio.run(
+        lambda: run_conversation(
+            handler, script, renderer=renderer, flavor=flavor, pause=args.pause, lifespan=lifespan
+        ),
+        clock=clock,
+    )
+    return 0

@@ -1,0 +1,160 @@
+"""Terminal rendering of a session's output stream, for a person (rich) or a program (JSON)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from typing import IO, Any
+
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+from rich.text import Text
+
+from .._core.handle import TaskInfo
+from .._core.records import (
+    Record,
+    TaskCancelled,
+    TaskFailed,
+    TaskFinished,
+    TaskOutput,
+    TaskRecord,
+    TaskStarted,
+    TaskStuck,
+    TaskTimedOut,
+)
+from .._session.agent_events import AudioEvent, LogEvent, SilenceEvent, TextToSpeechEvent
+from .._session.records import HandlerFailed, HandlerOutput, SessionEnded, SessionStarted
+
+__all__ = ["JsonRenderer", "TerminalRenderer", "describe_event"]
+
+# The seed's debugger marks background-task events orange; the terminal does the same.
+TASK_STYLE = "orange1"
+_STATE_STYLE = {
+    "finished": "green",
+    "failed": "red",
+    "cancelled": "yellow",
+    "timed_out": "magenta",
+    "running": "cyan",
+}
+
+
+def describe_event(event: Any) -> str:
+    """A one-line, human description of an agent event."""
+    if isinstance(event, TextToSpeechEvent):
+        return f'says "{event.text}" ({event.voice})'
+    if isinstance(event, LogEvent):
+        return f"log: {event.message}"
+    if isinstance(event, AudioEvent):
+        return f"plays {event.path}"
+    if isinstance(event, SilenceEvent):
+        return f"silence {event.duration} ms"
+    return repr(event)
+
+
+class TerminalRenderer:
+    """Prints records as they come: task records orange with the task's name, handler output
+    plain, times relative to the session's start; :meth:`summary` prints the task table."""
+
+    def __init__(self, console: Console | None = None) -> None:
+        self.console = console or Console(highlight=False)
+        self._t0: float | None = None
+
+    def _time(self, at: float) -> str:
+        if self._t0 is None:
+            self._t0 = at
+        return f"+{at - self._t0:6.2f}s"
+
+    def render(self, record: Record) -> None:
+        """Print one record."""
+        when = self._time(record.at)
+        if isinstance(record, TaskRecord):
+            self.console.print(
+                Text.assemble(
+                    (f"{when} ", "dim"),
+                    (f" {record.task} ", f"bold black on {TASK_STYLE}"),
+                    (" ", ""),
+                    (self._task_text(record), TASK_STYLE),
+                )
+            )
+            if isinstance(record, TaskFailed):
+                self.console.print(Text(_indent(_traceback(record.error)), style="red dim"))
+            return
+        if isinstance(record, HandlerOutput):
+            self.console.print(f"[dim]{when}[/dim] handler  {escape(describe_event(record.event))}")
+        elif isinstance(record, HandlerFailed):
+            self.console.print(
+                f"[dim]{when}[/dim] [red]handler failed on {type(record.input).__name__}: "
+                f"{escape(repr(record.error))}[/red]"
+            )
+            self.console.print(Text(_indent(_traceback(record.error)), style="red dim"))
+        elif isinstance(record, SessionStarted):
+            self.console.print(f"[dim]{when}[/dim] [bold]session {escape(record.session_id)} started")
+        elif isinstance(record, SessionEnded):
+            self.console.print(f"[dim]{when}[/dim] [bold]session {escape(record.session_id)} ended")
+        else:
+            self.console.print(f"[dim]{when}[/dim] {escape(repr(record))}")
+
+    def _task_text(self, record: TaskRecord) -> str:
+        if isinstance(record, TaskStarted):
+            limit = "no timeout" if record.timeout is None else f"timeout {record.timeout:g}s"
+            kind = ", interruptible" if record.interruptible else ""
+            return f"started ({record.flavor}, {limit}{kind})"
+        if isinstance(record, TaskOutput):
+            return describe_event(record.event)
+        if isinstance(record, TaskFinished):
+            return "finished" if record.result is None else f"finished: {record.result!r}"
+        if isinstance(record, TaskFailed):
+            return f"failed: {record.error!r}"
+        if isinstance(record, TaskCancelled):
+            return f"cancelled ({record.reason})"
+        if isinstance(record, TaskTimedOut):
+            return f"timed out after {record.timeout:g}s"
+        if isinstance(record, TaskStuck):
+            return f"STUCK: cancelled ({record.reason}) but still running"
+        return repr(record)
+
+    def summary(self, tasks: Iterable[TaskInfo]) -> None:
+        """Print the table of tasks: name, state, duration, events."""
+        table = Table(title="tasks", title_justify="left")
+        table.add_column("task", style=TASK_STYLE)
+        table.add_column("state")
+        table.add_column("duration", justify="right")
+        table.add_column("events", justify="right")
+        for info in tasks:
+            end = info.ended_at
+            duration = "-" if end is None else f"{end - info.started_at:.2f}s"
+            state = info.state.value
+            if info.cancel_reason and state == "cancelled":
+                state = f"cancelled ({info.cancel_reason})"
+            style = _STATE_STYLE.get(info.state.value, "")
+            table.add_row(info.name, f"[{style}]{state}[/{style}]", duration, str(info.outputs))
+        self.console.print(table)
+
+
+class JsonRenderer:
+    """Prints one JSON object per record (``to_dict()``), and the task table as a last line."""
+
+    def __init__(self, out: IO[str]) -> None:
+        self.out = out
+
+    def render(self, record: Record) -> None:
+        """Print one record as a JSON line."""
+        self.out.write(json.dumps(record.to_dict()) + "\n")
+        self.out.flush()
+
+    def summary(self, tasks: Iterable[TaskInfo]) -> None:
+        """Print ``{"type": "TaskTable", "tasks": [...]}`` as the last line."""
+        line = {"type": "TaskTable", "tasks": [t.to_dict() for t in tasks]}
+        self.out.write(json.dumps(line) + "\n")
+        self.out.flush()
+
+
+def _traceback(exc: BaseException) -> str:
+    import traceback
+
+    return "".join(traceback.format_exception(exc)).rstrip()
+
+
+def _indent(text: str) -> str:
+    return "\n".join("           " + line for line in text.splitlines())
