@@ -374,7 +374,7 @@ async def test_stop_without_grace_cancels_at_once(autojump_clock: Any) -> None:
         await session.send(StartEvent())
     # Leaving the block sent the StopEvent (handled: it starts one more task) and closed.
     ends = [r for r in records if isinstance(r, TaskCancelled)]
-    assert [(r.task, r.reason, r.at) for r in ends] == [
+    assert sorted((r.task, r.reason, r.at) for r in ends) == [
         ("StartEvent", "closed", 0),
         ("StopEvent", "closed", 0),
     ]
