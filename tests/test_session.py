@@ -192,7 +192,9 @@ async def test_uninterruptible_section_in_example_agent(autojump_clock: Any) -> 
         await session.wait_until_handled()
         await session.context.wait_for_all_tasks()
         assert session.context.get_data("charged") is True
-    suggestions = [r.event.message for r in of_task(records, "suggest") if isinstance(r, TaskOutput)]
+    suggestions = [
+        r.event.message for r in of_task(records, "suggest") if isinstance(r, TaskOutput)
+    ]
     assert suggestions == ["suggesting coffee", "suggesting bagel"]
     charge = of_task(records, "charge_card")
     assert [r.event.message for r in charge if isinstance(r, TaskOutput)] == [
@@ -282,7 +284,11 @@ async def test_context_surface_and_snapshot(autojump_clock: Any) -> None:
         variables={"API_KEY": "k"},
     ) as (session, _):
         ctx = session.context
-        assert (ctx.session_id, ctx.agent_id, ctx.environment) == ("s-1", "agent-7", "production|a1b2")
+        assert (ctx.session_id, ctx.agent_id, ctx.environment) == (
+            "s-1",
+            "agent-7",
+            "production|a1b2",
+        )
         assert ctx.function_id == handler.__qualname__
         assert ctx.variables.get("API_KEY") == "k"
         await session.send(StartEvent())
@@ -402,7 +408,9 @@ async def test_trio_example_agent(autojump_clock: Any) -> None:
         await session.send(StartEvent())
         await session.send(say("weather"))
         await trio.sleep(5)
-    lookups = [r.event.message for r in of_task(records, "lookup weather") if isinstance(r, TaskOutput)]
+    lookups = [
+        r.event.message for r in of_task(records, "lookup weather") if isinstance(r, TaskOutput)
+    ]
     assert lookups == ["cache: 'weather' found"]
     beats = [r for r in of_task(records, "heartbeat") if isinstance(r, TaskOutput)]
     assert len(beats) == 2  # at t=2 and t=4

@@ -7,12 +7,47 @@ installs its asyncio loop policy, which slows every plain ``asyncio.run()`` in t
 from __future__ import annotations
 
 import asyncio
+import sys
 from collections.abc import AsyncGenerator, Callable, Coroutine
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import trio
-import trio_asyncio
+
+
+def _import_trio_asyncio() -> Any:
+    """Import trio-asyncio, and point modules imported before it at its asyncio functions.
+
+    trio-asyncio replaces ``asyncio.get_running_loop`` and friends when it is imported. A
+    module that did ``from asyncio import get_running_loop`` earlier (anyio's asyncio backend,
+    used by httpx, is one) keeps the original, which does not see trio-asyncio's loop and
+    raises "no running event loop". Since taskrunner imports trio-asyncio lazily, such
+    modules are common: their references are updated once, here.
+    """
+    names = ("get_running_loop", "_get_running_loop", "get_event_loop", "current_task")
+    before = {name: getattr(asyncio, name) for name in names}
+    import trio_asyncio
+
+    replaced = {
+        id(old): getattr(asyncio, name)
+        for name, old in before.items()
+        if getattr(asyncio, name) is not old
+    }
+    if replaced:
+        for modname, module in list(sys.modules.items()):
+            if modname.partition(".")[0] in ("asyncio", "_asyncio", "trio_asyncio"):
+                continue
+            namespace = getattr(module, "__dict__", None)
+            if not isinstance(namespace, dict):
+                continue
+            for name in names:
+                value = namespace.get(name)
+                if value is not None and id(value) in replaced and value is before[name]:
+                    namespace[name] = replaced[id(value)]
+    return trio_asyncio
+
+
+trio_asyncio = _import_trio_asyncio()
 
 if TYPE_CHECKING:
     from .._core.handle import TaskHandle
@@ -31,7 +66,7 @@ class AsyncioBridge:
     __slots__ = ("_ready", "_stop", "loop")
 
     def __init__(self, nursery: trio.Nursery) -> None:
-        self.loop: trio_asyncio.TrioEventLoop | None = None
+        self.loop: Any = None  # a trio_asyncio.TrioEventLoop once open
         self._ready = trio.Event()
         self._stop = trio.Event()
         nursery.start_soon(self._host, name="taskrunner.asyncio-loop")

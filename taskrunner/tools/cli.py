@@ -20,6 +20,7 @@ from typing import Any
 import trio
 import trio.testing
 
+from .._core.supervisor import Flavor
 from .._session.agent_events import StartEvent, TextEvent
 from .._session.session import AgentHandler, open_session
 
@@ -118,7 +119,7 @@ async def run_conversation(
     script: Sequence[Step],
     *,
     renderer: Any,
-    flavor: str = "asyncio",
+    flavor: Flavor = "asyncio",
     pause: float = 0.5,
     lifespan: Callable[[], AbstractAsyncContextManager[dict[str, str]]] | None = None,
     session_id: str | None = None,
@@ -127,7 +128,10 @@ async def run_conversation(
     async with (lifespan or _no_lifespan)() as variables:
         async with trio.open_nursery() as nursery:
             async with open_session(
-                handler, flavor=flavor, variables=variables, session_id=session_id  # type: ignore[arg-type]
+                handler,
+                flavor=flavor,
+                variables=variables,
+                session_id=session_id,
             ) as session:
 
                 async def show() -> None:
@@ -156,8 +160,11 @@ def _configure_logging(json_output: bool) -> None:
     if not json_output:
         from rich.logging import RichHandler
 
-        logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s",
-                            handlers=[RichHandler(show_time=False, show_path=False)])
+        logging.basicConfig(
+            level=logging.INFO,
+            format="%(name)s: %(message)s",
+            handlers=[RichHandler(show_time=False, show_path=False)],
+        )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -179,7 +186,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         handler: AgentHandler = demo_agent.handler
         script: list[Step] = list(demo_agent.SCRIPT)
-        flavor = "asyncio"
+        flavor: Flavor = "asyncio"
         lifespan = None
     else:
         module = _load_module(args.module)
@@ -188,6 +195,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise SystemExit(f"error: {args.module} has no {args.handler!r}")
         script = list(getattr(args, "script", None) or [])
         flavor = args.flavor or getattr(module, "FLAVOR", "asyncio")
+        if flavor not in ("asyncio", "trio"):
+            raise SystemExit(f"error: FLAVOR must be 'asyncio' or 'trio', got {flavor!r}")
         lifespan = getattr(module, "lifespan", None)
     clock = trio.testing.MockClock(rate=args.speed) if args.speed != 1.0 else None
     trio.run(

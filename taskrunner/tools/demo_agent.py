@@ -4,7 +4,7 @@ task record (outputs, an interruption, a timeout, a result)."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 
 from .._session.agent_events import Event, LogEvent, StartEvent, TextEvent, TextToSpeechEvent
 from .._session.context import Context
@@ -23,14 +23,14 @@ SCRIPT: list[tuple[str, str]] = [
 ]
 
 
-async def suggest_extras(context: Context) -> AsyncIterator[Event]:
+async def suggest_extras(context: Context) -> AsyncGenerator[Event, None]:
     """Interruptible: suggestions go stale as soon as the user says something."""
     for item in ("a cookie", "a juice", "a muffin", "a bagel"):
         await asyncio.sleep(1)
         yield LogEvent(f"suggesting {item}")
 
 
-async def process_order(context: Context) -> AsyncIterator[Event]:
+async def process_order(context: Context) -> AsyncGenerator[Event, None]:
     """The seed's order task, as an async generator so the debugger shows its progress."""
     yield LogEvent("Starting order processing...")
     await asyncio.sleep(5)

@@ -89,7 +89,9 @@ class TerminalRenderer:
             )
             self.console.print(Text(_indent(_traceback(record.error)), style="red dim"))
         elif isinstance(record, SessionStarted):
-            self.console.print(f"[dim]{when}[/dim] [bold]session {escape(record.session_id)} started")
+            self.console.print(
+                f"[dim]{when}[/dim] [bold]session {escape(record.session_id)} started"
+            )
         elif isinstance(record, SessionEnded):
             self.console.print(f"[dim]{when}[/dim] [bold]session {escape(record.session_id)} ended")
         else:
