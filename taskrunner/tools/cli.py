@@ -1,7 +1,7 @@
 """``python -m taskrunner``: run an agent with a scripted conversation, or the demo.
 
 Commands: ``run MODULE`` (a handler module or path, with ``--say``/``--wait`` steps), ``demo``
-(the built-in order agent and script).
+(the built-in order agent and script), ``stress`` (many sessions at once, with checks).
 """
 
 from __future__ import annotations
@@ -88,6 +88,10 @@ def _parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="run the built-in order agent and script")
     _add_output_options(demo)
     demo.set_defaults(speed=4.0)
+
+    from .stress import add_stress_parser
+
+    add_stress_parser(sub)
     return parser
 
 
@@ -170,6 +174,9 @@ def _configure_logging(json_output: bool) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """The command line entry point; returns the exit status."""
     args = _parser().parse_args(argv)
+    if args.command == "stress":
+        logging.getLogger("taskrunner").setLevel(logging.CRITICAL)  # planned failures
+        return int(args.run(args))
     _configure_logging(args.json)
     if args.speed <= 0:
         raise SystemExit("error: --speed must be > 0")
