@@ -245,7 +245,8 @@ class _Session:
             elif kind == "TaskTimedOut":
                 row.detail = f"timed out after {record.get('timeout')}s"
             else:
-                row.detail = _preview(record.get("result"))
+                result = record.get("result")
+                row.detail = None if result is None else _preview(result)
         if row.started_at is None and at is not None:
             # First record seen for this task was not TaskStarted (evicted or
             # lost); its time is the best start estimate we have.

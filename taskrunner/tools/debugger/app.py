@@ -36,6 +36,7 @@ import html
 import json
 import logging
 import math
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -76,6 +77,27 @@ _PAGE_CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
     "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
 )
+
+
+class _StaticFiles(StaticFiles):
+    """The page's script and style, always revalidated.
+
+    ``no-cache`` (with the ETag StaticFiles sets) makes the browser ask again
+    each time, so a page opened after upgrading taskrunner never runs a
+    cached older script against the newer API.
+    """
+
+    def file_response(
+        self,
+        full_path: str | os.PathLike[str],
+        stat_result: os.stat_result,
+        scope: Scope,
+        status_code: int = 200,
+    ) -> Response:
+        response = super().file_response(full_path, stat_result, scope, status_code)
+        response.headers["Cache-Control"] = "no-cache"
+        response.headers["X-Content-Type-Options"] = "nosniff"
+        return response
 
 
 def _json_safe(value: Any) -> Any:
@@ -335,7 +357,7 @@ def create_app(
         # {name:path}: task names may contain "/" (sent percent-encoded).
         Route("/api/sessions/{session_id}/tasks/{name:path}/cancel", cancel_task, methods=["POST"]),
         Route("/api/sessions/{session_id}/interrupt", interrupt, methods=["POST"]),
-        Mount("/static", app=StaticFiles(directory=STATIC_DIR), name="static"),
+        Mount("/static", app=_StaticFiles(directory=STATIC_DIR), name="static"),
     ]
     middleware = []
     if allowed_hosts is not None:

@@ -39,6 +39,21 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def _allowed_hosts(host: str) -> list[str] | None:
+    if not is_loopback(host):
+        return None
+    bare = host.strip("[]").lower()
+    # The bound address itself too (say 127.0.0.2), as the Host header shows it.
+    return [*_LOOPBACK_HOSTS, f"[{bare}]" if ":" in bare else bare]
+
+
+def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
+    leaves: list[BaseException] = []
+    for exc in group.exceptions:
+        leaves.extend(_leaves(exc) if isinstance(exc, BaseExceptionGroup) else [exc])
+    return leaves
+
+
 def _bind(host: str, port: int) -> str:
     bare = host.strip("[]")
     return f"[{bare}]:{port}" if ":" in bare else f"{bare}:{port}"
@@ -66,14 +81,15 @@ async def serve(
     it embedded in its HTML).  ``read_only`` serves a recording: no actions.
     On loopback, requests whose ``Host`` is not a loopback name are refused;
     on another address any ``Host`` is accepted, since the person chose to
-    expose the page.  Cancelling the surrounding scope stops the server at
-    once, closing open event streams.
+    expose the page.  If the address cannot be bound (port in use), the
+    :class:`OSError` is raised before anything is reported.  Cancelling the
+    surrounding scope stops the server at once, closing open event streams.
     """
     app = create_app(
         hub,
         token=token or secrets.token_urlsafe(32),
         read_only=read_only,
-        allowed_hosts=_LOOPBACK_HOSTS if is_loopback(host) else None,
+        allowed_hosts=_allowed_hosts(host),
     )
     config = Config()
     config.bind = [_bind(host, port)]
@@ -84,11 +100,22 @@ async def serve(
     config.accesslog = None
     # Event streams never finish on their own; don't wait long for them.
     config.graceful_timeout = 0.5
-    async with trio.open_nursery() as nursery:
-        # Starlette's ASGI types are looser than Hypercorn's TypedDicts; the
-        # app is a plain ASGI 3 app, so the cast is only for the type checker.
-        asgi_app = cast(ASGIFramework, app)
-        binds: list[str] = await nursery.start(partial(hypercorn_serve, asgi_app, config))
-        url = binds[0].rstrip("/") + "/"
-        logger.info("debugger serving on %s", url)
-        task_status.started(url)
+    # Starlette's ASGI types are looser than Hypercorn's TypedDicts; the app
+    # is a plain ASGI 3 app, so the cast is only for the type checker.
+    asgi_app = cast(ASGIFramework, app)
+    started = False
+    try:
+        async with trio.open_nursery() as nursery:
+            binds: list[str] = await nursery.start(partial(hypercorn_serve, asgi_app, config))
+            url = binds[0].rstrip("/") + "/"
+            logger.info("debugger serving on %s", url)
+            started = True
+            task_status.started(url)
+    except BaseExceptionGroup as group:
+        # Hypercorn's nested nurseries (and ours) wrap a bind failure ("address
+        # already in use") in exception groups; callers want the plain OSError
+        # to print a clear message.
+        leaves = _leaves(group)
+        if not started and len(leaves) == 1 and isinstance(leaves[0], OSError):
+            raise leaves[0] from None
+        raise

@@ -26,6 +26,7 @@
   const MAX_EVENT_ROWS = 20000; // keep the DOM responsive on very long sessions
   const SESSION_POLL_MS = 2000;
   const TICK_MS = 500;
+  const MIN_RENDER_MS = 100;
 
   const $ = (id) => document.getElementById(id);
   const dom = {
@@ -41,6 +42,7 @@
   let view = null; // state of the selected session, replaced on selection
   let clockOffset = null; // server trio clock minus performance.now(), seconds
   let renderQueued = false;
+  let lastRender = 0;
   let noticeTimer = null;
 
   // ---- small helpers -------------------------------------------------------
@@ -153,6 +155,7 @@
       queue: [], // records that arrived while resyncing
       pendingCancel: new Set(),
       rows: 0,
+      scrollPending: false,
     };
   }
 
@@ -201,7 +204,7 @@
         row.detail = `${error.type || 'Error'}: ${error.message || ''}`;
       } else if (kind === 'TaskCancelled') row.detail = String(record.reason);
       else if (kind === 'TaskTimedOut') row.detail = `timed out after ${record.timeout}s`;
-      else row.detail = text(record.result);
+      else row.detail = record.result === null || record.result === undefined ? null : text(record.result);
     }
     if (row.started_at === null && typeof record.at === 'number') row.started_at = record.at;
   }
@@ -217,7 +220,10 @@
         view.t0 = view.info && typeof view.info.started_at === 'number' ? view.info.started_at : record.at;
       }
     }
-    if (!(typeof record.seq === 'number' && record.seq <= view.tableSeq)) applyToTable(record);
+    if (!(typeof record.seq === 'number' && record.seq <= view.tableSeq)) {
+      view.info.published += 1; // records newer than the loaded summary
+      applyToTable(record);
+    }
     appendEventRow(record);
     queueRender();
   }
@@ -236,6 +242,12 @@
     if (after === null && data.session.dropped > 0) {
       dom.events.appendChild(h('li', { class: 'ev gap' },
         `${data.session.dropped} earlier records are no longer kept by the server.`));
+    }
+    const first = data.records[0];
+    if (after !== null && isFinite(after) && first && typeof first.seq === 'number' && first.seq > after + 1) {
+      // Seqs of a session go up by one: the server no longer keeps the ones between.
+      dom.events.appendChild(h('li', { class: 'ev gap' },
+        `${first.seq - after - 1} records were missed and are no longer kept by the server.`));
     }
     for (const record of data.records) addRecord(record);
     renderHeader();
@@ -278,18 +290,21 @@
   async function selectSession(id) {
     if (view && view.id === id) return;
     if (view && view.source) view.source.close();
-    view = newView(id);
+    const target = newView(id);
+    view = target;
     history.replaceState(null, '', `#session=${encodeURIComponent(id)}`);
     dom.events.replaceChildren();
     dom.tasksBody.replaceChildren();
     renderSessions();
     try {
-      await loadRecords(view, null);
+      await loadRecords(target, null);
     } catch (error) {
       showNotice(`Could not load session: ${error.message}`, 'error');
+      if (view === target) view = null; // the next poll of the session list retries
       return;
     }
-    if (!READ_ONLY && view.id === id) openStream(view);
+    // Unless the person picked another session (or this one again) meanwhile.
+    if (!READ_ONLY && view === target) openStream(target);
   }
 
   async function refreshSessions() {
@@ -366,16 +381,39 @@
     if (!READ_ONLY && info.ended && view.source) setConn('ended');
   }
 
+  // Table and timeline are rebuilt whole; a busy session publishes far more
+  // often than a person can read, so rebuild at most every MIN_RENDER_MS.
   function queueRender() {
     if (renderQueued) return;
     renderQueued = true;
-    requestAnimationFrame(() => {
-      renderQueued = false;
-      if (!view || !view.info) return;
-      renderHeader();
-      renderTasks();
-      renderTimeline();
-    });
+    const wait = Math.max(0, lastRender + MIN_RENDER_MS - performance.now());
+    setTimeout(() => requestAnimationFrame(render), wait);
+  }
+
+  function render() {
+    renderQueued = false;
+    lastRender = performance.now();
+    if (!view || !view.info) return;
+    renderHeader();
+    renderTasks();
+    renderTimeline();
+    syncSidebarEntry();
+    if (view.scrollPending && dom.follow.checked) {
+      // Scroll only the event list, not the page, so the table stays in view.
+      dom.events.scrollTop = dom.events.scrollHeight;
+    }
+    view.scrollPending = false;
+  }
+
+  // Keep the selected session's sidebar line as current as the view, between polls.
+  function syncSidebarEntry() {
+    const entry = sessionList.find((s) => s.session_id === view.id);
+    if (!entry) return;
+    const fresh = { published: view.info.published, tasks: view.tasks.size, ended: view.info.ended };
+    if (Object.entries(fresh).some(([key, value]) => entry[key] !== value)) {
+      Object.assign(entry, fresh);
+      renderSessions();
+    }
   }
 
   function rowElapsed(row) {
@@ -416,6 +454,12 @@
     }));
   }
 
+  function fmtTick(seconds, step) {
+    if (step >= 60) return `${Math.floor(seconds / 60)}m${seconds % 60 ? ` ${Math.round(seconds % 60)}s` : ''}`;
+    const decimals = step >= 1 ? 0 : (step >= 0.1 ? 1 : 2);
+    return `${seconds.toFixed(decimals)}s`;
+  }
+
   function niceStep(span) {
     const steps = [0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 1800, 3600];
     for (const step of steps) if (span / step <= 8) return step;
@@ -450,7 +494,7 @@
       const xPos = x(t0 + t);
       root.appendChild(svg('line', { x1: xPos, x2: xPos, y1: top - 4, y2: height, class: 'grid' }));
       const label = svg('text', { x: xPos, y: top - 8, class: 'tick', 'text-anchor': 'middle' });
-      label.textContent = fmtDuration(t);
+      label.textContent = fmtTick(t, step);
       root.appendChild(label);
     }
     rows.forEach((row, index) => {
@@ -481,7 +525,7 @@
     const classes = ['ev', `src-${source}`, `type-${kind}`];
     if (kind === 'HandlerFailed' || kind === 'TaskFailed') classes.push('failed');
     const who = source === 'task'
-      ? h('span', { class: 'who task-tag' }, String(record.task))
+      ? h('span', { class: 'who task-tag', title: String(record.task) }, String(record.task))
       : h('span', { class: 'who' }, source);
     const body = h('div', { class: 'body' });
     describe(record, body);
@@ -493,8 +537,8 @@
       const first = dom.events.querySelector('li.ev:not(.gap)');
       if (first) first.remove();
     }
-    // Scroll only the event list, not the page, so the table stays in view.
-    if (dom.follow.checked) dom.events.scrollTop = dom.events.scrollHeight;
+    // Scrolling forces a layout: do it once per frame (in render), not per record.
+    view.scrollPending = true;
   }
 
   function eventText(event) {
