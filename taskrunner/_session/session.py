@@ -9,7 +9,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import aclosing, asynccontextmanager
 from functools import partial
-from typing import Any, TypeAlias
+from typing import Any, Protocol, TypeAlias
 
 import trio
 from trio.lowlevel import ParkingLot
@@ -36,6 +36,19 @@ logger = logging.getLogger("taskrunner")
 #: ``async def handler(event, context)``: an async generator (yielding output events) or a
 #: coroutine function.
 AgentHandler: TypeAlias = Callable[[Any, Context], Any]
+
+
+class RecordHub(Protocol):
+    """Where a session publishes its records for tools (``taskrunner.tools.hub.Hub``)."""
+
+    def register(self, session_id: str, control: Any = None) -> None:
+        """A session opened; ``control`` has ``cancel_task(name)`` and ``interrupt()``."""
+
+    def publish(self, session_id: str, record: dict[str, Any]) -> None:
+        """One record (``record.to_dict()``), synchronously, in stream order."""
+
+    def unregister_control(self, session_id: str) -> None:
+        """The session ended: its history stays, its controls go."""
 
 
 def _check_handler(handler: object) -> bool:
@@ -142,6 +155,10 @@ class Session:
         """Cancel the interruptible tasks now (reason ``"interrupted"``); how many were hit."""
         return self._sup.cancel_interruptible_tasks()
 
+    def cancel_task(self, name: str) -> bool:
+        """Cancel the unfinished task ``name`` (reason ``"cancel_task"``); False if none."""
+        return self._sup.cancel_task(name)
+
     async def wait_until_handled(self) -> None:
         """Return once every input sent so far has been handled by the handler."""
         while self._pending:
@@ -240,6 +257,15 @@ class Session:
         sup.emit(SessionEnded(sup.next_seq(), trio.current_time(), self.session_id))
 
 
+def _publisher(hub: RecordHub, session_id: str, then: RecordSink | None) -> RecordSink:
+    def publish(record: Record) -> None:
+        hub.publish(session_id, record.to_dict())
+        if then is not None:
+            then(record)
+
+    return publish
+
+
 def _handler_output(seq: int, at: float, *, out: Any, input: Event) -> HandlerOutput:
     return HandlerOutput(seq, at, out, input)
 
@@ -261,6 +287,7 @@ async def open_session(
     data_history_per_key: int = 100,
     stuck_after: float | None = 10.0,
     on_record: RecordSink | None = None,
+    hub: RecordHub | None = None,
 ) -> AsyncIterator[Session]:
     """Run one agent session for the duration of the block.
 
@@ -275,7 +302,9 @@ async def open_session(
     already sent are handled first). If the block raises, the handler is cancelled, the tasks
     are cancelled (``"closed"``) and the exception propagates unchanged.
     ``max_buffer``, ``history``, ``stuck_after`` and ``on_record`` are as for
-    :func:`taskrunner.open_supervisor`.
+    :func:`taskrunner.open_supervisor`. With ``hub`` (a ``taskrunner.tools.hub.Hub``), the
+    session registers itself (so the debugger can cancel its tasks and interrupt it) and
+    publishes every record there as it is appended.
     """
     is_gen = _check_handler(handler)
     flavor = _check_flavor(flavor)
@@ -311,6 +340,8 @@ async def open_session(
         or (max_pending_inputs < 1)
     ):
         raise ValueError(f"max_pending_inputs must be a positive int, got {max_pending_inputs!r}")
+    if hub is not None:
+        on_record = _publisher(hub, session_id, on_record)
     async with open_supervisor(
         flavor=flavor,
         max_buffer=max_buffer,
@@ -338,6 +369,9 @@ async def open_session(
             sup, handler, is_gen, flavor, context, interrupt_on, grace, max_pending_inputs
         )
         sup.call_before_close(session._emit_ended)
+        if hub is not None:
+            hub.register(session_id, session)
+            sup.call_before_close(partial(hub.unregister_control, session_id))
         sup.emit(
             SessionStarted(sup.next_seq(), trio.current_time(), session_id, agent_id, environment)
         )

@@ -12,7 +12,8 @@ import importlib.util
 import logging
 import sys
 from collections.abc import AsyncIterator, Callable, Sequence
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from contextlib import AbstractAsyncContextManager, ExitStack, asynccontextmanager
+from functools import partial
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -66,6 +67,14 @@ def _add_output_options(p: argparse.ArgumentParser) -> None:
         default=0.5,
         help="seconds (session clock) to let pass after each --say (default %(default)s)",
     )
+    p.add_argument("--ui", action="store_true", help="serve the debugger page while it runs")
+    _add_server_options(p)
+    p.add_argument("--record", metavar="FILE.jsonl", help="record every record as JSON lines")
+
+
+def _add_server_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--host", default="127.0.0.1", help="debugger address (default %(default)s)")
+    p.add_argument("--port", type=int, default=8765, help="debugger port (default %(default)s)")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -92,6 +101,10 @@ def _parser() -> argparse.ArgumentParser:
     from .stress import add_stress_parser
 
     add_stress_parser(sub)
+
+    debug = sub.add_parser("debug", help="open a recording (--record) in the debugger page")
+    debug.add_argument("recording", metavar="FILE.jsonl")
+    _add_server_options(debug)
     return parser
 
 
@@ -127,8 +140,13 @@ async def run_conversation(
     pause: float = 0.5,
     lifespan: Callable[[], AbstractAsyncContextManager[dict[str, str]]] | None = None,
     session_id: str | None = None,
-) -> None:
-    """Open a session, send ``StartEvent``, play ``script``, stop, and render everything."""
+    hub: Any = None,
+) -> Any:
+    """Open a session, send ``StartEvent``, play ``script``, stop, and render everything.
+
+    Returns the session's supervisor (for its task snapshot). With ``hub``, the session
+    publishes its records there (for the debugger and the recorder).
+    """
     async with (lifespan or _no_lifespan)() as variables:
         async with trio.open_nursery() as nursery:
             async with open_session(
@@ -136,6 +154,7 @@ async def run_conversation(
                 flavor=flavor,
                 variables=variables,
                 session_id=session_id,
+                hub=hub,
             ) as session:
 
                 async def show() -> None:
@@ -154,13 +173,77 @@ async def run_conversation(
                         await trio.sleep(float(value))
                 await session.wait_until_handled()
         renderer.summary(session.supervisor.snapshot())
+    return session.supervisor
+
+
+async def _run_with_tools(args: argparse.Namespace, conversation: Callable[[Any], Any]) -> None:
+    """Run ``conversation(hub)`` with the debugger page and/or the recorder around it."""
+    if not (args.ui or args.record):
+        await conversation(None)
+        return
+    from .hub import Hub
+    from .recorder import open_recorder
+
+    hub = Hub()
+    with ExitStack() as stack:
+        if args.record:
+            try:
+                stack.enter_context(open_recorder(hub, args.record))
+            except OSError as exc:
+                raise SystemExit(f"error: cannot record to {args.record}: {exc}") from None
+        async with trio.open_nursery() as nursery:
+            if args.ui:
+                url = await _start_debugger(nursery, hub, args, read_only=False)
+            await conversation(hub)
+            if args.ui:
+                print(
+                    f"session over; the debugger page stays at {url} (Ctrl-C to quit)",
+                    file=sys.stderr,
+                )
+                await trio.sleep_forever()
+
+
+async def _start_debugger(
+    nursery: trio.Nursery, hub: Any, args: argparse.Namespace, *, read_only: bool
+) -> str:
+    from .debugger import serve
+
+    try:
+        url: str = await nursery.start(
+            partial(serve, hub, host=args.host, port=args.port, read_only=read_only)
+        )
+    except OSError as exc:
+        raise SystemExit(f"error: cannot serve on {args.host}:{args.port}: {exc}") from None
+    print(f"debugger: {url}", file=sys.stderr)
+    return url
+
+
+def _debug_recording(args: argparse.Namespace) -> int:
+    from .recorder import RecordingError, load_recording
+
+    try:
+        hub = load_recording(args.recording)
+    except (OSError, RecordingError) as exc:
+        raise SystemExit(f"error: {exc}") from None
+
+    async def serve_forever() -> None:
+        async with trio.open_nursery() as nursery:
+            await _start_debugger(nursery, hub, args, read_only=True)
+            print(f"recording {args.recording} (Ctrl-C to quit)", file=sys.stderr)
+
+    try:
+        trio.run(serve_forever)
+    except KeyboardInterrupt:
+        pass
+    return 0
 
 
 def _configure_logging(json_output: bool) -> None:
-    # taskrunner's own warnings (timeouts, stuck tasks) are already records on the stream
-    # shown to the person, so they are not printed twice; agents' own logging goes to stderr.
-    logging.getLogger("taskrunner").propagate = False
-    logging.getLogger("taskrunner").addHandler(logging.NullHandler())
+    # The supervisor's own warnings (timeouts, stuck tasks, task failures) are already records
+    # on the stream shown to the person, so they are not printed twice; the tools' loggers
+    # (debugger, recorder) and agents' own logging go to stderr.
+    supervisor_log = logging.getLogger("taskrunner")
+    supervisor_log.addFilter(lambda r: r.name != "taskrunner")
     if not json_output:
         from rich.logging import RichHandler
 
@@ -174,6 +257,9 @@ def _configure_logging(json_output: bool) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """The command line entry point; returns the exit status."""
     args = _parser().parse_args(argv)
+    if args.command == "debug":
+        logging.basicConfig(level=logging.WARNING)
+        return _debug_recording(args)
     if args.command == "stress":
         logging.getLogger("taskrunner").setLevel(logging.CRITICAL)  # planned failures
         return int(args.run(args))
@@ -206,10 +292,21 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise SystemExit(f"error: FLAVOR must be 'asyncio' or 'trio', got {flavor!r}")
         lifespan = getattr(module, "lifespan", None)
     clock = trio.testing.MockClock(rate=args.speed) if args.speed != 1.0 else None
-    trio.run(
-        lambda: run_conversation(
-            handler, script, renderer=renderer, flavor=flavor, pause=args.pause, lifespan=lifespan
-        ),
-        clock=clock,
-    )
+
+    def conversation(hub: Any) -> Any:
+        return run_conversation(
+            handler,
+            script,
+            renderer=renderer,
+            flavor=flavor,
+            pause=args.pause,
+            lifespan=lifespan,
+            hub=hub,
+        )
+
+    try:
+        trio.run(_run_with_tools, args, conversation, clock=clock)
+    except KeyboardInterrupt:
+        if not args.ui:
+            raise
     return 0
