@@ -425,9 +425,11 @@ class Supervisor:
         if flavor == "trio":
             if is_gen:
                 body = self._drive_trio_generator(handle, body)
+            self._nursery.start_soon(self._run, handle, body, name=name)
         else:
+            coro = None if is_gen else body
             body = self.asyncio_bridge().run(self, handle, body, is_gen)
-        self._nursery.start_soon(self._run, handle, body, name=name)
+            self._nursery.start_soon(self._run_asyncio, handle, body, coro, name=name)
         return handle
 
     async def _drive_trio_generator(
@@ -438,6 +440,20 @@ class Supervisor:
                 await self._forward(handle, event)
         finally:
             await agen.aclose()
+
+    async def _run_asyncio(
+        self,
+        handle: TaskHandle,
+        body: Coroutine[Any, Any, Any],
+        coro: types.CoroutineType[Any, Any, Any] | None,
+    ) -> None:
+        try:
+            await self._run(handle, body)
+        finally:
+            # An asyncio coroutine that never got to run (cancelled first) is closed, so that
+            # Python does not warn that it was never awaited.
+            if coro is not None and coro.cr_frame is not None and not coro.cr_suspended:
+                coro.close()
 
     async def _run(self, handle: TaskHandle, body: Coroutine[Any, Any, Any]) -> None:
         _current_task.set(handle)

@@ -350,7 +350,7 @@
           h('span', { class: 'mono sid' }, s.session_id),
           h('span', { class: `dot ${status}`, title: status }),
           h('span', { class: 'muted small' },
-            `${text(s.agent_id) || 'agent ?'} \u00b7 ${s.tasks} tasks \u00b7 ${s.published} records`)));
+            `${text(s.agent_id) || 'agent \u2014'} \u00b7 ${s.tasks} tasks \u00b7 ${s.published} records`)));
       item.firstChild.addEventListener('click', () => selectSession(s.session_id));
       return item;
     }));
@@ -371,8 +371,8 @@
     const info = view.info;
     dom.title.textContent = info.session_id;
     const parts = [
-      `agent ${text(info.agent_id) || '?'}`,
-      `environment ${text(info.environment) || '?'}`,
+      `agent ${text(info.agent_id) || '\u2014'}`,
+      `environment ${text(info.environment) || '\u2014'}`,
       `${info.published} records`,
       info.ended ? `ended after ${fmtDuration(info.ended_at - info.started_at)}` : (info.live ? 'running' : 'not controllable'),
     ];
