@@ -14,7 +14,7 @@ import math
 import random
 import resource
 import sys
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from typing import Any
 
 import attrs
@@ -191,26 +191,19 @@ class _Checker:
                 self.fail(f"task id {tid} yielded {count} events, {got} delivered")
 
 
-async def _trio_work(
-    n: int, gap: float, fail_at: int | None, yielded: dict[int, int]
+async def _work(
+    sleep: Callable[[float], Awaitable[Any]],
+    n: int,
+    gap: float,
+    fail_at: int | None,
+    yielded: dict[int, int],
 ) -> AsyncGenerator[Event, None]:
+    """A task of the mix: ``n`` events ``gap`` apart (``sleep`` is trio's or asyncio's)."""
     task = _current_id()
     for i in range(n):
         if fail_at is not None and i == fail_at:
             raise RuntimeError(f"planned failure after {i} events")
-        await trio.sleep(gap)
-        yielded[task] = yielded.get(task, 0) + 1
-        yield _EVENT
-
-
-async def _asyncio_work(
-    n: int, gap: float, fail_at: int | None, yielded: dict[int, int]
-) -> AsyncGenerator[Event, None]:
-    task = _current_id()
-    for i in range(n):
-        if fail_at is not None and i == fail_at:
-            raise RuntimeError(f"planned failure after {i} events")
-        await asyncio.sleep(gap)
+        await sleep(gap)
         yielded[task] = yielded.get(task, 0) + 1
         yield _EVENT
 
@@ -245,9 +238,9 @@ async def _run_session(
             work = n * config.event_gap
             timeout = work / 2 if timing_out else max(30.0, work * 10)
             flavor = "asyncio" if rng.random() < config.asyncio_share else "trio"
-            make = _asyncio_work if flavor == "asyncio" else _trio_work
+            sleep = asyncio.sleep if flavor == "asyncio" else trio.sleep
             context.create_task(
-                make(n, config.event_gap, fail_at, yielded),
+                _work(sleep, n, config.event_gap, fail_at, yielded),
                 interruptible=rng.random() < config.interruptible,
                 timeout=timeout if work > 0 else None,
                 flavor=flavor,  # type: ignore[arg-type]
