@@ -9,6 +9,8 @@ import attrs
 import outcome
 import trio
 
+from .errors import TaskCancelledError, TaskTimeoutError
+
 if TYPE_CHECKING:
     from .supervisor import Supervisor
 
@@ -58,6 +60,7 @@ class TaskHandle:
 
     __slots__ = (
         "_cancel_at",
+        "_detail",
         "_done",
         "_outcome",
         "_pending_interrupt",
@@ -101,6 +104,7 @@ class TaskHandle:
         self.cancel_reason: str | None = None
         self._scope = scope
         self._outcome: outcome.Outcome[Any] | None = None
+        self._detail: Any = None
         self._done: trio.Event | None = None
         self._shield_depth = 0
         self._pending_interrupt = False
@@ -134,13 +138,27 @@ class TaskHandle:
         :class:`TaskTimeoutError` when it timed out. Cancelling the waiter does not affect the
         task.
         """
-        if self._outcome is None:
+        if self.state is TaskState.RUNNING:
             if self._done is None:
                 self._done = trio.Event()
             await self._done.wait()
         else:
             await trio.lowlevel.checkpoint()
-        assert self._outcome is not None
+        return self._make_outcome()
+
+    def _make_outcome(self) -> outcome.Outcome[Any]:
+        """The outcome of the ended task, made on first use from its state and detail."""
+        if self._outcome is None:
+            state, detail = self.state, self._detail
+            if state is TaskState.FINISHED:
+                self._outcome = outcome.Value(detail)
+            elif state is TaskState.CANCELLED:
+                self._outcome = outcome.Error(TaskCancelledError(self.name, detail))
+            elif state is TaskState.TIMED_OUT:
+                self._outcome = outcome.Error(TaskTimeoutError(self.name, detail))
+            else:
+                self._outcome = outcome.Error(detail)
+            self._detail = None
         return self._outcome
 
     def info(self) -> TaskInfo:

@@ -34,13 +34,26 @@ class RecordStream(Generic[T]):
       raises ``trio.EndOfChannel``.
     """
 
-    __slots__ = ("_buf", "_capacity", "_closed", "_gets", "_puts", "_reader_lot", "_writer_lot")
+    __slots__ = (
+        "_buf",
+        "_capacity",
+        "_closed",
+        "_gets",
+        "_low_water",
+        "_puts",
+        "_reader_lot",
+        "_writer_lot",
+    )
 
     def __init__(self, capacity: int) -> None:
         if capacity < 1:
             raise ValueError(f"capacity must be at least 1, got {capacity!r}")
         self._buf: deque[T] = deque()
         self._capacity = capacity
+        # Blocked writers are woken once the buffer has drained to half, not one per read:
+        # woken one by one, a crowd of writers would each append a single record and block
+        # again, a park and a reschedule per record (see _wake_writers).
+        self._low_water = capacity // 2
         self._closed = False
         self._reader_lot = ParkingLot()
         self._writer_lot = ParkingLot()
@@ -60,6 +73,13 @@ class RecordStream(Generic[T]):
         self._buf.append(record)
         if self._reader_lot:
             self._reader_lot.unpark()
+
+    def _wake_writers(self) -> None:
+        # Enough writers to refill the room there is now, each appending until its next
+        # scheduling point (every _YIELD_EVERY-th put); a writer woken for nothing just
+        # blocks again, and the next read below the low-water mark wakes more.
+        room = self._capacity - len(self._buf)
+        self._writer_lot.unpark(count=room // _YIELD_EVERY + 1)
 
     def has_room(self) -> bool:
         """True while fewer than ``capacity`` records wait (or the stream is closed)."""
@@ -102,8 +122,8 @@ class RecordStream(Generic[T]):
                 raise trio.EndOfChannel
             raise trio.WouldBlock
         record = buf.popleft()
-        if self._writer_lot and len(buf) < self._capacity:
-            self._writer_lot.unpark()
+        if self._writer_lot and len(buf) <= self._low_water:
+            self._wake_writers()
         return record
 
     async def get(self) -> T:
@@ -114,8 +134,8 @@ class RecordStream(Generic[T]):
         buf = self._buf
         if buf:
             record = buf.popleft()
-            if self._writer_lot and len(buf) < self._capacity:
-                self._writer_lot.unpark()
+            if self._writer_lot and len(buf) <= self._low_water:
+                self._wake_writers()
             self._gets += 1
             try:
                 if self._gets % _YIELD_EVERY:
@@ -137,8 +157,8 @@ class RecordStream(Generic[T]):
                 )
             await self._reader_lot.park()
         record = buf.popleft()
-        if self._writer_lot and len(buf) < self._capacity:
-            self._writer_lot.unpark()
+        if self._writer_lot and len(buf) <= self._low_water:
+            self._wake_writers()
         return record
 
     def close(self) -> None:

@@ -14,7 +14,6 @@ from contextlib import asynccontextmanager, contextmanager
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any, Literal, TypeAlias
 
-import outcome
 import trio
 from trio.lowlevel import ParkingLot
 
@@ -22,8 +21,6 @@ from .errors import (
     DuplicateTaskNameError,
     FlavorError,
     SupervisorClosedError,
-    TaskCancelledError,
-    TaskTimeoutError,
     WrongContextError,
 )
 from .handle import TaskHandle, TaskInfo, TaskState
@@ -142,6 +139,22 @@ def _agen_started(agen: types.AsyncGeneratorType[Any, Any]) -> bool:
     return bool(agen.ag_code.co_code[frame.f_lasti] != _RETURN_GENERATOR)
 
 
+_ASYNC_CODE = inspect.CO_COROUTINE | inspect.CO_ASYNC_GENERATOR
+
+
+def _takes_no_arguments(fn: types.FunctionType) -> bool:
+    """True for an async (generator) function callable with no arguments, as far as its code
+    tells; False means "ask inspect" (a decorated function's signature may differ)."""
+    code = fn.__code__
+    if not code.co_flags & _ASYNC_CODE or "__wrapped__" in fn.__dict__ or (
+        "__signature__" in fn.__dict__
+    ):
+        return False
+    if code.co_argcount > len(fn.__defaults__ or ()):
+        return False
+    return code.co_kwonlyargcount <= len(fn.__kwdefaults__ or ())
+
+
 def _coerce_handler(handler: object) -> tuple[Any, bool, str]:
     """Return (coroutine or async generator, is_generator, readable base name)."""
     kind = type(handler)
@@ -171,6 +184,10 @@ def _coerce_handler(handler: object) -> tuple[Any, bool, str]:
                 f"pass a fresh async generator object or the function itself"
             )
         return agen, True, agen.ag_code.co_name
+    if kind is types.FunctionType and _takes_no_arguments(handler):  # type: ignore[arg-type]
+        # The common case, a plain `async def` taking no arguments, checked from its code
+        # object: inspect.signature() would cost more than all the rest of create_task.
+        return _coerce_handler(handler())  # type: ignore[operator]
     if callable(handler):
         fn_name = getattr(handler, "__qualname__", None) or repr(handler)
         if inspect.iscoroutinefunction(handler) or inspect.isasyncgenfunction(handler):
@@ -458,7 +475,10 @@ class Supervisor:
     async def _run(self, handle: TaskHandle, body: Coroutine[Any, Any, Any]) -> None:
         _current_task.set(handle)
         scope = handle._scope
-        if scope.cancel_called:
+        # As scope.cancel_called, without reading the clock for tasks that have no deadline.
+        if handle._cancel_at is not None or (
+            handle.timeout is not None and trio.current_time() >= scope.deadline
+        ):
             # Cancelled before it ever ran: it does not start at all.
             body.close()
             if handle.cancel_reason is None:
@@ -499,6 +519,8 @@ class Supervisor:
         now = trio.current_time()
         handle.state = state
         handle.ended_at = now
+        # The outcome (and its TaskCancelledError...) is made when someone asks: most never do.
+        handle._detail = detail
         name = handle.name
         if self._tasks.get(name) is handle:
             del self._tasks[name]
@@ -506,14 +528,11 @@ class Supervisor:
         self._seq += 1
         record: Record
         if state is TaskState.FINISHED:
-            handle._outcome = outcome.Value(detail)
             record = TaskFinished(self._seq, now, name, handle.id, detail)
         elif state is TaskState.CANCELLED:
             handle.cancel_reason = detail
-            handle._outcome = outcome.Error(TaskCancelledError(name, detail))
             record = TaskCancelled(self._seq, now, name, handle.id, detail)
         elif state is TaskState.TIMED_OUT:
-            handle._outcome = outcome.Error(TaskTimeoutError(name, detail))
             record = TaskTimedOut(self._seq, now, name, handle.id, detail)
             logger.warning(
                 "task %r timed out after %g s and was cancelled; raise its timeout= in "
@@ -522,7 +541,6 @@ class Supervisor:
                 detail,
             )
         else:
-            handle._outcome = outcome.Error(detail)
             record = TaskFailed(self._seq, now, name, handle.id, detail)
             logger.error("task %r failed", name, exc_info=detail)
         self.emit(record)
@@ -540,7 +558,9 @@ class Supervisor:
         if handle.cancel_reason is None and handle._cancel_at is None:
             now = trio.current_time()
             # A deadline that already passed is a timeout, whatever asks to cancel afterwards.
-            if not scope.cancel_called and now < scope.deadline:
+            # (Only _cancel calls scope.cancel(), so the scope has been cancelled iff its
+            # deadline has passed: no need for scope.cancel_called and its clock read.)
+            if now < scope.deadline:
                 handle.cancel_reason = reason
             scope.cancel()
             handle._cancel_at = now
