@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import math
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -60,6 +61,7 @@ class TaskHandle:
 
     __slots__ = (
         "_cancel_at",
+        "_deadline",
         "_detail",
         "_done",
         "_outcome",
@@ -109,6 +111,7 @@ class TaskHandle:
         self._shield_depth = 0
         self._pending_interrupt = False
         self._cancel_at: float | None = None
+        self._deadline = math.inf
         self._stuck_reported = False
 
     def __repr__(self) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dis
+import heapq
 import inspect
 import logging
 import math
@@ -286,9 +287,16 @@ class Supervisor:
         self._token = trio.lowlevel.current_trio_token()
         self._idle_lot = ParkingLot()
         self._stuck_after = stuck_after
+        # Deadlines are kept here, not on the tasks' cancel scopes: a heap push costs less
+        # than trio's deadline registration, and a timeout then goes through _cancel like any
+        # other cancellation, so the stuck-task watch covers it too. One "clock" task per
+        # supervisor sleeps until the next deadline or stuck check.
+        self._deadlines: list[tuple[float, int, TaskHandle]] = []
+        self._stale_deadlines = 0
         self._cancelling: deque[TaskHandle] = deque()
-        self._watch_lot = ParkingLot()
-        self._watchdog_scope: trio.CancelScope | None = None
+        self._clock_lot = ParkingLot()
+        self._clock_scope: trio.CancelScope | None = None
+        self._clock_wait: trio.CancelScope | None = None
         self._aio: AsyncioBridge | None = None
         self._on_record = on_record
         self._jobs = 0
@@ -432,11 +440,14 @@ class Supervisor:
             while name in self._tasks:  # a user took this name explicitly
                 name = f"{name}'"
         now = trio.current_time()
-        scope = trio.CancelScope()
-        if timeout is not None:
-            scope.deadline = now + timeout
-        handle = TaskHandle(self, name, task_id, interruptible, timeout, flavor, now, scope)
+        handle = TaskHandle(
+            self, name, task_id, interruptible, timeout, flavor, now, trio.CancelScope()
+        )
         self._tasks[name] = handle
+        if timeout is not None:
+            deadline = handle._deadline = now + timeout
+            heapq.heappush(self._deadlines, (deadline, task_id, handle))
+            self._wake_clock(deadline)
         self._seq += 1
         self.emit(TaskStarted(self._seq, now, name, task_id, interruptible, timeout, flavor))
         if flavor == "trio":
@@ -475,10 +486,7 @@ class Supervisor:
     async def _run(self, handle: TaskHandle, body: Coroutine[Any, Any, Any]) -> None:
         _current_task.set(handle)
         scope = handle._scope
-        # As scope.cancel_called, without reading the clock for tasks that have no deadline.
-        if handle._cancel_at is not None or (
-            handle.timeout is not None and trio.current_time() >= scope.deadline
-        ):
+        if handle._cancel_at is not None:
             # Cancelled before it ever ran: it does not start at all.
             body.close()
             if handle.cancel_reason is None:
@@ -519,6 +527,8 @@ class Supervisor:
         now = trio.current_time()
         handle.state = state
         handle.ended_at = now
+        if handle.timeout is not None:
+            self._stale_deadlines += 1
         # The outcome (and its TaskCancelledError...) is made when someone asks: most never do.
         handle._detail = detail
         name = handle.name
@@ -551,21 +561,24 @@ class Supervisor:
 
     # ------------------------------------------------------------------ cancelling
 
-    def _cancel(self, handle: TaskHandle, reason: str) -> bool:
+    def _cancel(self, handle: TaskHandle, reason: str | None) -> bool:
+        """Cancel ``handle`` for ``reason`` (None: its timeout); False if it had ended.
+
+        The first cancellation decides how the task is reported; later ones change nothing.
+        """
         if handle.state is not TaskState.RUNNING:
             return False
-        scope = handle._scope
-        if handle.cancel_reason is None and handle._cancel_at is None:
+        if handle._cancel_at is None:
             now = trio.current_time()
-            # A deadline that already passed is a timeout, whatever asks to cancel afterwards.
-            # (Only _cancel calls scope.cancel(), so the scope has been cancelled iff its
-            # deadline has passed: no need for scope.cancel_called and its clock read.)
-            if now < scope.deadline:
+            # A deadline that already passed is a timeout, even if the clock task has not
+            # got to it yet when something else asks to cancel.
+            if reason is not None and now < handle._deadline:
                 handle.cancel_reason = reason
-            scope.cancel()
+            handle._scope.cancel()
             handle._cancel_at = now
             if self._stuck_after is not None:
-                self._watch(handle)
+                self._cancelling.append(handle)
+                self._wake_clock(now + self._stuck_after)
         return True
 
     def _caller(self) -> TaskHandle | None:
@@ -662,32 +675,48 @@ class Supervisor:
 
     # ------------------------------------------------------------------ stuck tasks
 
-    def _watch(self, handle: TaskHandle) -> None:
-        self._cancelling.append(handle)
-        if self._watchdog_scope is None:
-            self._watchdog_scope = trio.CancelScope()
-            self._nursery.start_soon(self._watchdog, name="taskrunner.watchdog")
-        elif self._watch_lot:
-            self._watch_lot.unpark()
+    def _wake_clock(self, when: float) -> None:
+        """Make sure the clock task wakes up by ``when``."""
+        if self._clock_scope is None:
+            self._clock_scope = trio.CancelScope()
+            self._nursery.start_soon(self._clock, name="taskrunner.clock")
+        elif self._clock_wait is not None and when < self._clock_wait.deadline:
+            self._clock_wait.deadline = when
 
-    async def _watchdog(self) -> None:
-        assert self._watchdog_scope is not None and self._stuck_after is not None
-        grace = self._stuck_after
-        pending = self._cancelling
-        with self._watchdog_scope:
+    async def _clock(self) -> None:
+        """Time out tasks at their deadlines, and report tasks stuck after a cancel."""
+        assert self._clock_scope is not None
+        heap = self._deadlines
+        stuck = self._cancelling
+        grace = math.inf if self._stuck_after is None else self._stuck_after
+        with self._clock_scope:
             while True:
-                while pending and pending[0].state is not TaskState.RUNNING:
-                    pending.popleft()
-                if not pending:
-                    await self._watch_lot.park()
-                    continue
-                head = pending[0]
-                assert head._cancel_at is not None
-                await trio.sleep_until(head._cancel_at + grace)
-                if head.state is TaskState.RUNNING and not head._stuck_reported:
-                    head._stuck_reported = True
-                    pending.popleft()
-                    self._report_stuck(head)
+                now = trio.current_time()
+                if self._stale_deadlines > 64 and self._stale_deadlines * 2 > len(heap):
+                    # Ended tasks' entries are dropped lazily; rebuild once they dominate.
+                    heap[:] = [e for e in heap if e[2].state is TaskState.RUNNING]
+                    heapq.heapify(heap)
+                    self._stale_deadlines = 0
+                while heap and heap[0][0] <= now:
+                    handle = heapq.heappop(heap)[2]
+                    if handle.state is TaskState.RUNNING:
+                        self._cancel(handle, None)
+                    else:
+                        self._stale_deadlines -= 1
+                while stuck and (
+                    stuck[0].state is not TaskState.RUNNING
+                    or stuck[0]._cancel_at + grace <= now  # type: ignore[operator]
+                ):
+                    handle = stuck.popleft()
+                    if handle.state is TaskState.RUNNING:
+                        self._report_stuck(handle)
+                wake = min(
+                    heap[0][0] if heap else math.inf,
+                    stuck[0]._cancel_at + grace if stuck else math.inf,  # type: ignore[operator]
+                )
+                with trio.CancelScope(deadline=wake) as self._clock_wait:
+                    await self._clock_lot.park()
+                self._clock_wait = None
 
     def _report_stuck(self, handle: TaskHandle) -> None:
         assert handle._cancel_at is not None
@@ -758,8 +787,8 @@ class Supervisor:
             self._cancel(handle, "closed")
         while self._tasks or self._jobs:
             await self._idle_lot.park()
-        if self._watchdog_scope is not None:
-            self._watchdog_scope.cancel()
+        if self._clock_scope is not None:
+            self._clock_scope.cancel()
         if self._aio is not None:
             self._aio.close()
 
