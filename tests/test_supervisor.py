@@ -668,3 +668,21 @@ def test_import_does_not_load_trio_asyncio() -> None:
     code = "import sys, taskrunner; print('trio_asyncio' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+async def test_supervisors_of_a_run_share_one_asyncio_loop(autojump_clock: Any) -> None:
+    async def which_loop() -> Any:
+        await asyncio.sleep(1)
+        return asyncio.get_running_loop()
+
+    async with taskrunner.open_supervisor(flavor="asyncio") as a:
+        async with taskrunner.open_supervisor(flavor="asyncio") as b:
+            loop_a = (await a.create_task(which_loop).wait()).unwrap()
+            loop_b = (await b.create_task(which_loop).wait()).unwrap()
+            assert loop_a is loop_b
+        # b has closed; a still uses the loop.
+        assert (await a.create_task(which_loop).wait()).unwrap() is loop_a
+    assert loop_a.is_closed()  # the last user closed it
+    async with taskrunner.open_supervisor(flavor="asyncio") as c:
+        loop_c = (await c.create_task(which_loop).wait()).unwrap()
+    assert loop_c is not loop_a

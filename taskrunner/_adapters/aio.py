@@ -60,26 +60,83 @@ __all__ = ["AsyncioBridge"]
 _YIELD_EVERY = 64
 
 
-class AsyncioBridge:
-    """One trio-asyncio loop, opened in the supervisor's nursery and kept until it closes."""
+class _SharedLoop:
+    """The trio-asyncio loop of one trio run, shared by the supervisors that need one.
 
-    __slots__ = ("_ready", "_stop", "loop")
+    It lives in a trio system task, so that it outlives any one supervisor: it opens when the
+    first asyncio-flavoured code of the run needs it and closes when the last supervisor
+    using it has closed. (A loop per supervisor would cost every session a socket pair and
+    ~100 KB; thousands of sessions run out of file descriptors.)
+    """
 
-    def __init__(self, nursery: trio.Nursery) -> None:
+    __slots__ = ("closed", "loop", "ready", "stop", "users")
+
+    def __init__(self) -> None:
         self.loop: Any = None  # a trio_asyncio.TrioEventLoop once open
-        self._ready = trio.Event()
-        self._stop = trio.Event()
-        nursery.start_soon(self._host, name="taskrunner.asyncio-loop")
+        self.ready = trio.Event()
+        self.stop = trio.Event()
+        self.closed = trio.Event()
+        self.users = 0
 
-    async def _host(self) -> None:
-        async with trio_asyncio.open_loop() as loop:
-            self.loop = loop
-            self._ready.set()
-            await self._stop.wait()
+    async def host(self) -> None:
+        try:
+            async with trio_asyncio.open_loop() as loop:
+                self.loop = loop
+                self.ready.set()
+                await self.stop.wait()
+        finally:
+            self.closed.set()
+
+
+_shared_loop: trio.lowlevel.RunVar[_SharedLoop | None] = trio.lowlevel.RunVar(
+    "taskrunner.asyncio_loop", default=None
+)
+
+
+class AsyncioBridge:
+    """A supervisor's use of its trio run's shared trio-asyncio loop; :meth:`close` ends it."""
+
+    __slots__ = ("_closed", "_shared")
+
+    def __init__(self) -> None:
+        shared = _shared_loop.get()
+        if shared is None:
+            shared = _SharedLoop()
+            _shared_loop.set(shared)
+            trio.lowlevel.spawn_system_task(shared.host, name="taskrunner.asyncio-loop")
+        shared.users += 1
+        self._shared = shared
+        self._closed = False
+
+    @property
+    def loop(self) -> Any:
+        """The trio-asyncio loop, or None until it has opened."""
+        return self._shared.loop
+
+    async def aclose(self) -> None:
+        """Release the loop, once every task of the supervisor has ended; the last user
+        waits until the loop has closed, so nothing of it outlives the supervisor."""
+        self.close()
+        shared = self._shared
+        if shared.users == 0:
+            await shared.closed.wait()
 
     def close(self) -> None:
-        """Let the loop close; called once every task of the supervisor has ended."""
-        self._stop.set()
+        """Release the loop without waiting (idempotent)."""
+        if self._closed:
+            return
+        self._closed = True
+        shared = self._shared
+        shared.users -= 1
+        if shared.users == 0:
+            shared.stop.set()
+            _shared_loop.set(None)  # the next user in this run opens a new loop
+
+    async def _wait_ready(self) -> Any:
+        shared = self._shared
+        if shared.loop is None:
+            await shared.ready.wait()
+        return shared.loop
 
     async def run(self, sup: Supervisor, handle: TaskHandle, body: Any, is_gen: bool) -> Any:
         """Run ``body`` (an asyncio coroutine or async generator) as one asyncio task.
@@ -95,15 +152,13 @@ class AsyncioBridge:
         self, sup: Supervisor, agen: AsyncGenerator[Any, Any], output: Callable[[Any], None]
     ) -> None:
         """Iterate ``agen`` as one asyncio task, calling ``output(event)`` for each value."""
-        if self.loop is None:
-            await self._ready.wait()
-        await trio_asyncio.aio_as_trio(_drive(sup, agen, output), loop=self.loop)
+        loop = await self._wait_ready()
+        await trio_asyncio.aio_as_trio(_drive(sup, agen, output), loop=loop)
 
     async def run_coroutine(self, coro: Coroutine[Any, Any, Any]) -> Any:
         """Await the asyncio coroutine ``coro`` as one asyncio task and return its result."""
-        if self.loop is None:
-            await self._ready.wait()
-        return await trio_asyncio.aio_as_trio(coro, loop=self.loop)
+        loop = await self._wait_ready()
+        return await trio_asyncio.aio_as_trio(coro, loop=loop)
 
 
 async def _drive(

@@ -743,11 +743,12 @@ class Supervisor:
     # ------------------------------------------------------------------ runtime hooks
 
     def asyncio_bridge(self) -> AsyncioBridge:
-        """The supervisor's trio-asyncio loop (opened on first use), for the session runtime."""
+        """The trio-asyncio loop this supervisor uses (opened on first use; one per trio run,
+        shared by the supervisors that need it), for the session runtime."""
         if self._aio is None:
             from .._adapters.aio import AsyncioBridge  # loads trio-asyncio on first use
 
-            self._aio = AsyncioBridge(self._nursery)
+            self._aio = AsyncioBridge()
         return self._aio
 
     def start_job(self, fn: Callable[[], Coroutine[Any, Any, None]], name: str) -> None:
@@ -790,7 +791,7 @@ class Supervisor:
         if self._clock_scope is not None:
             self._clock_scope.cancel()
         if self._aio is not None:
-            self._aio.close()
+            await self._aio.aclose()
 
 
 @asynccontextmanager
@@ -843,6 +844,8 @@ async def open_supervisor(
     finally:
         if sup is not None:
             sup._closing = True
+            if sup._aio is not None:
+                sup._aio.close()  # also when closing was cut short by a cancellation
             try:
                 for fn in sup._before_close:
                     fn()
