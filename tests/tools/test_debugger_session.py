@@ -14,6 +14,12 @@ from functools import partial
 from typing import Any
 
 import trio
+
+import taskrunner
+from taskrunner.events import LogEvent, Record, StartEvent, TaskCancelled, TextEvent
+from taskrunner.tools import demo_agent
+from taskrunner.tools.debugger import serve
+from taskrunner.tools.hub import Hub
 from tools.test_debugger_browser import (
     XSS,
     browser_page,
@@ -22,12 +28,6 @@ from tools.test_debugger_browser import (
     require_browser,
     save_screenshot,
 )
-
-import taskrunner
-from taskrunner.events import LogEvent, Record, StartEvent, TaskCancelled, TextEvent
-from taskrunner.tools import demo_agent
-from taskrunner.tools.debugger import serve
-from taskrunner.tools.hub import Hub
 
 SESSION = "demo-session"
 
