@@ -51,7 +51,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import Message, Receive, Scope, Send
 
-from taskrunner.tools.hub import Hub, HubItem, Record, Subscription
+from taskrunner.tools.hub import Hub, HubItem, Record, SessionControl, Subscription
 
 __all__ = ["STATIC_DIR", "TOKEN_HEADER", "create_app", "json_dumps"]
 
@@ -314,17 +314,25 @@ def create_app(
             return _error(400, "after must be an integer")
         return _EventStream(hub, session_id, after, heartbeat)
 
-    async def cancel_task(request: Request) -> Response:
+    def control_of(request: Request) -> SessionControl | Response:
+        """The session's control for an action, or the error response that refuses it."""
         denied = check_action(request)
         if denied is not None:
             return denied
         session_id = request.path_params["session_id"]
-        name = request.path_params["name"]
         if session_id not in hub:
             return _error(404, "no such session")
         control = hub.control(session_id)
         if control is None:
             return _error(409, "session has ended")
+        return control
+
+    async def cancel_task(request: Request) -> Response:
+        control = control_of(request)
+        if isinstance(control, Response):
+            return control
+        session_id = request.path_params["session_id"]
+        name = request.path_params["name"]
         try:
             cancelled = control.cancel_task(name)
         except Exception:
@@ -333,15 +341,10 @@ def create_app(
         return _json({"cancelled": bool(cancelled)})
 
     async def interrupt(request: Request) -> Response:
-        denied = check_action(request)
-        if denied is not None:
-            return denied
+        control = control_of(request)
+        if isinstance(control, Response):
+            return control
         session_id = request.path_params["session_id"]
-        if session_id not in hub:
-            return _error(404, "no such session")
-        control = hub.control(session_id)
-        if control is None:
-            return _error(409, "session has ended")
         try:
             cancelled = control.interrupt()
         except Exception:
