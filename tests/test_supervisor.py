@@ -686,3 +686,12 @@ async def test_supervisors_of_a_run_share_one_asyncio_loop(autojump_clock: Any) 
     async with taskrunner.open_supervisor(flavor="asyncio") as c:
         loop_c = (await c.create_task(which_loop).wait()).unwrap()
     assert loop_c is not loop_a
+
+
+async def test_infinite_timeout_means_no_limit(autojump_clock: Any) -> None:
+    async with supervised() as (sup, records):
+        h = sup.create_task(trio.sleep(1000), name="long", timeout=math.inf)
+        assert h.timeout is None
+        assert await h.wait() == outcome.Value(None)
+    started = of_task(records, "long")[0]
+    assert isinstance(started, TaskStarted) and started.timeout is None

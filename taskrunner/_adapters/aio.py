@@ -153,12 +153,12 @@ class AsyncioBridge:
     ) -> None:
         """Iterate ``agen`` as one asyncio task, calling ``output(event)`` for each value."""
         loop = await self._wait_ready()
-        await trio_asyncio.aio_as_trio(_drive(sup, agen, output), loop=loop)
+        await loop.run_aio_coroutine(_drive(sup, agen, output))
 
     async def run_coroutine(self, coro: Coroutine[Any, Any, Any]) -> Any:
         """Await the asyncio coroutine ``coro`` as one asyncio task and return its result."""
         loop = await self._wait_ready()
-        return await trio_asyncio.aio_as_trio(coro, loop=loop)
+        return await loop.run_aio_coroutine(coro)
 
 
 async def _drive(

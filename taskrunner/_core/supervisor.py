@@ -118,6 +118,8 @@ def _check_timeout(timeout: object, what: str) -> float | None:
         raise ValueError(
             f"{what} must be a positive number of seconds or None for no limit, got {timeout!r}"
         )
+    if math.isinf(timeout):
+        return None  # no limit, as None says
     return float(timeout)
 
 
