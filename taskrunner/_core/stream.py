@@ -26,10 +26,11 @@ class RecordStream(Generic[T]):
 
     * :meth:`put_nowait` always succeeds: start and end records must never block or fail the
       ``create_task`` or cancel that issues them.
-    * :meth:`put` waits while ``capacity`` or more records are buffered (backpressure). If it is
-      cancelled while waiting, the record is still appended before ``Cancelled`` propagates:
-      an output a task yielded is never dropped. Callers that must number a record only once
-      it is appended use :meth:`has_room`, :meth:`wait_for_room` and :meth:`after_put`.
+    * outputs are backpressured by the writer: while :meth:`has_room` is false it waits in
+      :meth:`wait_for_room`, then appends with :meth:`put_nowait` (also when cancelled while
+      waiting: an output a task yielded is never dropped) and, on the fast path, calls
+      :meth:`after_put`. The record is made only once it is appended, so ``seq`` stays in
+      stream order.
     * :meth:`get` returns records in order; after :meth:`close` it drains what is left and then
       raises ``trio.EndOfChannel``.
     """
@@ -98,33 +99,6 @@ class RecordStream(Generic[T]):
         else:
             await cancel_shielded_checkpoint()
             await checkpoint_if_cancelled()
-
-    async def put(self, record: T) -> None:
-        """Append ``record``, first waiting while the buffer is at capacity.
-
-        Cancellation: if cancelled while waiting, the record is appended anyway, then
-        ``Cancelled`` propagates.
-        """
-        if self.has_room():
-            self.put_nowait(record)
-            await self.after_put()
-            return
-        try:
-            await self.wait_for_room()
-        finally:
-            self.put_nowait(record)
-
-    def get_nowait(self) -> T:
-        """Pop the oldest record; raise ``trio.WouldBlock`` (or ``EndOfChannel``) if none."""
-        buf = self._buf
-        if not buf:
-            if self._closed:
-                raise trio.EndOfChannel
-            raise trio.WouldBlock
-        record = buf.popleft()
-        if self._writer_lot and len(buf) <= self._low_water:
-            self._wake_writers()
-        return record
 
     async def get(self) -> T:
         """Return the oldest record, waiting for one; ``trio.EndOfChannel`` once closed and empty.
