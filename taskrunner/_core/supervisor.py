@@ -667,6 +667,8 @@ class Supervisor:
         if handle.state is TaskState.PENDING:
             handle.cancel_reason = reason or "closed"
             handle.cancel_origin = origin
+            body, handle._body = handle._body, None
+            _close_unstarted(body)
             self._end(handle, TaskState.CANCELLED, handle.cancel_reason)
             return True
         if handle.state is not TaskState.RUNNING:
@@ -895,6 +897,14 @@ class Supervisor:
             await self._idle_lot.park()
         if self._watch is not None:
             self._watch.close()
+
+
+def _close_unstarted(body: Any) -> None:
+    """Close a task body that never ran, so Python does not warn it was never awaited."""
+    _claimed.discard(id(body))
+    if type(body).__name__ == "coroutine":
+        body.close()
+    # An async generator that never started needs no closing.
 
 
 def _log(level: int, msg: str, *args: Any, exc: BaseException | None = None) -> None:
