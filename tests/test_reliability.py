@@ -184,7 +184,7 @@ async def test_finding3_asyncio_errors_are_logged_not_fatal(
         async def boom() -> None:
             raise ValueError("background boom")
 
-        asyncio.ensure_future(boom())
+        asyncio.ensure_future(boom())  # noqa: RUF006 - fire and forget, on purpose
         fut = asyncio.get_running_loop().create_future()
         fut.set_exception(KeyError("never retrieved"))
         del fut
@@ -348,7 +348,7 @@ async def test_finding6_broken_str_and_repr_are_isolated(flavor: str, autojump_c
     failed = of_task(records, "a")[-1].to_dict()
     assert failed["error"]["type"] == "BadStr" and "str() raised" in failed["error"]["message"]
     assert "repr() raised" in of_task(records, "b")[-1].to_dict()["result"]
-    info = [i for i in sup.snapshot() if i.name == "a"][0]
+    info = next(i for i in sup.snapshot() if i.name == "a")
     assert info.error is not None and info.error["type"] == "BadStr"
     check_stream_invariants(records)
 
@@ -606,7 +606,7 @@ async def test_finding9_deadline_visible_and_movable(autojump_clock: Any) -> Non
         seen.append(trio.current_effective_deadline())
         await trio.sleep(100)
 
-    async with supervised(default_timeout=7) as (sup, records):
+    async with supervised(default_timeout=7) as (sup, _records):
         h = sup.create_task(job(), name="j")
         assert h.deadline == 7 and h.timeout == 7
         await trio.sleep(1)
