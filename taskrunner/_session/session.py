@@ -15,7 +15,7 @@ import trio
 from trio.lowlevel import ParkingLot
 
 from .._core.errors import SessionClosedError
-from .._core.records import Record
+from .._core.records import Record, TaskOutput
 from .._core.supervisor import (
     Flavor,
     RecordSink,
@@ -25,7 +25,8 @@ from .._core.supervisor import (
     flavor_misuse,
     open_supervisor,
 )
-from .agent_events import Event, StopEvent, TextEvent
+from ._vocabulary import Vocabulary, resolve_vocabulary
+from .agent_events import Event
 from .context import Context, _current_context
 from .records import HandlerFailed, HandlerOutput, SessionEnded, SessionStarted
 
@@ -86,9 +87,10 @@ class Session:
         is_gen: bool,
         flavor: Flavor,
         context: Context,
-        interrupt_on: tuple[type[Event], ...],
+        interrupt_on: tuple[type, ...],
         stop_grace: float,
         max_pending_inputs: int,
+        vocabulary: Vocabulary | None = None,
     ) -> None:
         self._sup = sup
         self._handler = handler
@@ -97,7 +99,9 @@ class Session:
         self.context = context
         self._interrupt_on = interrupt_on
         self._stop_grace = stop_grace
-        self._inbox_send, self._inbox_recv = trio.open_memory_channel[Event](max_pending_inputs)
+        #: the event family the session sends and recognises (``open_session(events=...)``)
+        self.vocabulary = vocabulary or resolve_vocabulary("taskrunner")
+        self._inbox_send, self._inbox_recv = trio.open_memory_channel[Any](max_pending_inputs)
         self._stopping = False
         self._pending = 0
         self._idle_lot = ParkingLot()
@@ -120,18 +124,28 @@ class Session:
 
     # ------------------------------------------------------------------ input
 
-    async def send(self, event: Event) -> None:
+    async def send(self, event: Any) -> None:
         """Deliver an input event; the handler takes inputs one at a time, in order.
 
-        An event of an ``interrupt_on`` type (by default :class:`TextEvent`) cancels the
-        interruptible tasks as soon as it is sent, even while the handler is still answering an
-        earlier input. After a :class:`StopEvent` the session ends and ``send`` raises
-        :class:`SessionClosedError` (a ``RuntimeError``).
+        The event is of the session's vocabulary (``open_session(events=...)``: the classes of
+        ``taskrunner.events`` by default, or of ``primfunctions.events``); another object is
+        refused with a ``TypeError``. An event of an ``interrupt_on`` type (by default the
+        vocabulary's ``TextEvent``) cancels the interruptible tasks as soon as it is sent, even
+        while the handler is still answering an earlier input. After a ``StopEvent`` the
+        session ends and ``send`` raises :class:`SessionClosedError` (a ``RuntimeError``).
         """
-        if not isinstance(event, Event):
+        vocab = self.vocabulary
+        if not vocab.is_event(event):
+            other = ""
+            if isinstance(event, Event) or type(event).__module__.startswith("primfunctions."):
+                other = (
+                    f" ({type(event).__module__}.{type(event).__qualname__} is of another "
+                    f"vocabulary: open the session with the events= its handler imports)"
+                )
             raise TypeError(
-                f"send() takes an input event (StartEvent, TextEvent, TimeoutEvent, StopEvent, "
-                f"CustomEvent...), got {type(event).__name__}: {event!r:.80}"
+                f"send() takes an input event of {vocab.module_name} (StartEvent, TextEvent, "
+                f"TimeoutEvent, StopEvent, CustomEvent...) since the session was opened with "
+                f"events={vocab.name!r}; got {type(event).__name__}: {event!r:.80}{other}"
             )
         if self._stopping:
             raise SessionClosedError(
@@ -140,7 +154,7 @@ class Session:
             )
         if isinstance(event, self._interrupt_on):
             self.interrupt()
-        if isinstance(event, StopEvent):
+        if vocab.is_stop(event):
             self._stopping = True
         self._pending += 1
         try:
@@ -169,7 +183,7 @@ class Session:
         """Send a :class:`StopEvent` (unless one was sent) and wait until the session has ended
         its tasks. Leaving the ``open_session`` block does this."""
         if not self._stopping:
-            await self.send(StopEvent())
+            await self.send(self.vocabulary.stop())
         await self._done.wait()
 
     def events(self) -> AsyncIterator[Record]:
@@ -191,7 +205,7 @@ class Session:
                         self._pending -= 1
                         if self._pending == 0 and self._idle_lot:
                             self._idle_lot.unpark_all()
-                    if isinstance(event, StopEvent):
+                    if self.vocabulary.is_stop(event):
                         await self._end_tasks()
                         break
         finally:
@@ -266,6 +280,18 @@ def _publisher(hub: RecordHub, session_id: str, then: RecordSink | None) -> Reco
     return publish
 
 
+def _background_marker(vocab: Vocabulary, then: RecordSink | None) -> RecordSink:
+    """Mark what a task yields as the vocabulary's runtime does, before anyone sees it."""
+
+    def mark(record: Record) -> None:
+        if isinstance(record, TaskOutput):
+            vocab.mark_background(record.event, record.task)
+        if then is not None:
+            then(record)
+
+    return mark
+
+
 def _handler_output(seq: int, at: float, *, out: Any, input: Event) -> HandlerOutput:
     return HandlerOutput(seq, at, out, input)
 
@@ -279,7 +305,8 @@ async def open_session(
     environment: str = "",
     variables: dict[str, str] | None = None,
     flavor: Flavor = "asyncio",
-    interrupt_on: tuple[type[Event], ...] = (TextEvent,),
+    events: str | Vocabulary = "taskrunner",
+    interrupt_on: tuple[type, ...] | None = None,
     stop_grace: float = 0.0,
     max_buffer: int = 1024,
     max_pending_inputs: int = 256,
@@ -293,8 +320,14 @@ async def open_session(
 
     ``handler(event, context)`` is an async generator (yielding output events) or a coroutine
     function, of the session's ``flavor`` (asyncio by default, as the seeds' code is; the
-    flavour is also the default of its tasks). ``interrupt_on`` lists the input event types
-    that cancel interruptible tasks when sent. When the :class:`StopEvent` has been handled,
+    flavour is also the default of its tasks). ``events`` is the vocabulary the handler is
+    written against: ``"taskrunner"`` (the classes of :mod:`taskrunner.events`) or
+    ``"primfunctions"`` (the VoiceRun SDK's ``primfunctions.events``, from the
+    ``taskrunner[voicerun]`` extra, imported only then); the session sends and recognises
+    that family's ``StartEvent``/``TextEvent``/``TimeoutEvent``/``StopEvent``, and marks what
+    background tasks yield as that family's runtime does. ``interrupt_on`` lists the input
+    event types that cancel interruptible tasks when sent (default: the vocabulary's
+    ``TextEvent``). When the ``StopEvent`` has been handled,
     interruptible tasks are cancelled at once and the others after up to ``stop_grace``
     seconds (reason ``"closed"``).
 
@@ -308,6 +341,9 @@ async def open_session(
     """
     is_gen = _check_handler(handler)
     flavor = _check_flavor(flavor)
+    vocabulary = resolve_vocabulary(events)
+    if interrupt_on is None:
+        interrupt_on = (vocabulary.text_type,)
     if session_id is None:
         session_id = f"session-{uuid.uuid4().hex[:12]}"
     for name, value in (
@@ -322,11 +358,11 @@ async def open_session(
     elif not isinstance(variables, dict):
         raise TypeError(f"variables must be a dict of str, got {type(variables).__name__}")
     if not isinstance(interrupt_on, tuple) or not all(
-        isinstance(t, type) and issubclass(t, Event) for t in interrupt_on
+        isinstance(t, type) and issubclass(t, vocabulary.event_type) for t in interrupt_on
     ):
         raise TypeError(
-            f"interrupt_on must be a tuple of Event classes (e.g. (TextEvent,)), "
-            f"got {interrupt_on!r}"
+            f"interrupt_on must be a tuple of Event classes of {vocabulary.module_name} "
+            f"(e.g. (TextEvent,)), got {interrupt_on!r}"
         )
     if stop_grace is None or stop_grace != 0:
         grace = _check_timeout(stop_grace, "stop_grace")
@@ -342,6 +378,8 @@ async def open_session(
         raise ValueError(f"max_pending_inputs must be a positive int, got {max_pending_inputs!r}")
     if hub is not None:
         on_record = _publisher(hub, session_id, on_record)
+    if vocabulary.name != "taskrunner":
+        on_record = _background_marker(vocabulary, on_record)
     async with open_supervisor(
         flavor=flavor,
         max_buffer=max_buffer,
@@ -366,7 +404,15 @@ async def open_session(
             on_interrupt=interrupt,
         )
         session = Session(
-            sup, handler, is_gen, flavor, context, interrupt_on, grace, max_pending_inputs
+            sup,
+            handler,
+            is_gen,
+            flavor,
+            context,
+            interrupt_on,
+            grace,
+            max_pending_inputs,
+            vocabulary,
         )
         sup.call_before_close(session._emit_ended)
         if hub is not None:

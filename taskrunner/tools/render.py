@@ -23,6 +23,7 @@ from .._core.records import (
     TaskStuck,
     TaskTimedOut,
 )
+from .._session._vocabulary import describe_foreign_event
 from .._session.agent_events import AudioEvent, LogEvent, SilenceEvent, TextToSpeechEvent
 from .._session.records import HandlerFailed, HandlerOutput, SessionEnded, SessionStarted
 
@@ -40,7 +41,7 @@ _STATE_STYLE = {
 
 
 def describe_event(event: Any) -> str:
-    """A one-line, human description of an agent event."""
+    """A one-line, human description of an agent event (of either vocabulary)."""
     if isinstance(event, TextToSpeechEvent):
         return f'says "{event.text}" ({event.voice})'
     if isinstance(event, LogEvent):
@@ -49,6 +50,9 @@ def describe_event(event: Any) -> str:
         return f"plays {event.path}"
     if isinstance(event, SilenceEvent):
         return f"silence {event.duration} ms"
+    foreign = describe_foreign_event(event)  # primfunctions events, if that SDK is in use
+    if foreign is not None:
+        return foreign
     return repr(event)
 
 
