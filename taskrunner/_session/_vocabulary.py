@@ -14,6 +14,7 @@ their events for people and tools.
 from __future__ import annotations
 
 import importlib
+import inspect
 import sys
 from types import ModuleType
 from typing import Any
@@ -90,11 +91,16 @@ class Vocabulary:
         runtime does (nothing for the taskrunner family: its records carry the task)."""
 
     def field(self, event: Any, name: str) -> Any:
-        """The value of the event's field ``name``; raises ``KeyError`` if it has none."""
+        """The value of the event's field ``name``: its attribute, else its ``data`` entry
+        (``TextEvent``'s text is ``data["text"]``); raises ``KeyError`` if it has neither."""
         try:
             return getattr(event, name)
         except AttributeError:
-            raise KeyError(name) from None
+            pass
+        data = getattr(event, "data", None)
+        if isinstance(data, dict) and name in data:
+            return data[name]
+        raise KeyError(name)
 
     def tts_text(self, event: Any) -> str | None:
         """The text of a text-to-speech event, None for any other event."""
@@ -217,19 +223,27 @@ def resolve_vocabulary(events: object) -> Vocabulary:
 
 
 def detect_vocabulary(obj: object) -> str:
-    """``"primfunctions"`` if the module ``obj`` (or the module defining the function
-    ``obj``) imports from ``primfunctions.events``, else ``"taskrunner"``."""
-    module = obj if isinstance(obj, ModuleType) else sys.modules.get(
-        getattr(obj, "__module__", None) or ""
-    )
-    if module is None:
-        return "taskrunner"
+    """``"primfunctions"`` if the module ``obj`` (or the module of the function ``obj``)
+    imports from ``primfunctions.events``, else ``"taskrunner"``.
+
+    Looks at the module's globals: a class of ``primfunctions.events``, that module, or the
+    ``primfunctions`` package. Never imports ``primfunctions`` itself.
+    """
     pf_events = sys.modules.get("primfunctions.events")
     if pf_events is None:
         return "taskrunner"
+    if isinstance(obj, ModuleType):
+        names: dict[str, Any] = vars(obj)
+    else:
+        func = inspect.unwrap(obj) if callable(obj) else obj
+        found = getattr(func, "__globals__", None)
+        if not isinstance(found, dict):
+            module = sys.modules.get(getattr(obj, "__module__", None) or "")
+            found = vars(module) if module is not None else {}
+        names = found
     pf_package = sys.modules.get("primfunctions")
-    for value in vars(module).values():
-        if value is pf_events or (value is pf_package and pf_package is not None):
+    for value in names.values():
+        if value is pf_events or (pf_package is not None and value is pf_package):
             return "primfunctions"
         if isinstance(value, type) and value.__module__ == "primfunctions.events":
             return "primfunctions"
