@@ -8,13 +8,16 @@ recognise them, how to mark what a background task yields, and how to describe a
 their events for people and tools.
 
 ``primfunctions`` is optional (the ``taskrunner[voicerun]`` extra) and imported only when the
-``"primfunctions"`` vocabulary is first asked for.
+``"primfunctions"`` vocabulary is first asked for; then the SDK's ``primfunctions.logger``
+is routed to the ``primfunctions`` logger of :mod:`logging` (its own fallback prints to
+stdout), as VoiceRun's runtime swaps that logger's backend.
 """
 
 from __future__ import annotations
 
 import importlib
 import inspect
+import logging
 import sys
 from types import ModuleType
 from typing import Any
@@ -195,6 +198,43 @@ def _import_primfunctions_events() -> ModuleType:
         ) from exc
 
 
+class _LoggingImpl:
+    """The SDK logger's backend outside VoiceRun's sandbox: the ``primfunctions`` logger of
+    :mod:`logging` (the SDK's own fallback prints to stdout, into ``--json`` output)."""
+
+    def __init__(self) -> None:
+        self._log = logging.getLogger("primfunctions")
+
+    def _emit(self, level: int, message: Any, attributes: Any) -> None:
+        if attributes:
+            self._log.log(level, "%s %s", message, attributes)
+        else:
+            self._log.log(level, "%s", message)
+
+    def info(self, message: Any, attributes: Any = None) -> None:
+        self._emit(logging.INFO, message, attributes)
+
+    def warn(self, message: Any, attributes: Any = None) -> None:
+        self._emit(logging.WARNING, message, attributes)
+
+    def error(self, message: Any, attributes: Any = None) -> None:
+        self._emit(logging.ERROR, message, attributes)
+
+    def debug(self, message: Any, attributes: Any = None) -> None:
+        self._emit(logging.DEBUG, message, attributes)
+
+
+def _route_sdk_logger() -> None:
+    """Send ``primfunctions.logger.logger`` to :mod:`logging`, as VoiceRun's runtime swaps
+    its backend; a backend someone else installed is left alone."""
+    try:
+        sdk_logger = importlib.import_module("primfunctions.logger").logger
+    except (ImportError, AttributeError):
+        return
+    if getattr(sdk_logger, "_impl", "absent") is None:
+        sdk_logger._impl = _LoggingImpl()
+
+
 def resolve_vocabulary(events: object) -> Vocabulary:
     """The :class:`Vocabulary` for ``events``: ``"taskrunner"``, ``"primfunctions"`` or a
     :class:`Vocabulary` (returned as is).
@@ -218,6 +258,7 @@ def resolve_vocabulary(events: object) -> Vocabulary:
     module = _import_primfunctions_events()
     vocab = _PrimfunctionsVocabulary(module)
     register_json_converter(module.Event, primfunctions_event_json)
+    _route_sdk_logger()
     _loaded[events] = vocab
     return vocab
 
