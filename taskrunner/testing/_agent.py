@@ -226,7 +226,8 @@ async def run_agent(
 
     Leaving the block stops the session as ``open_session`` does (a ``StopEvent`` unless one
     was sent, then the tasks are ended); an exception in the block cancels the session's
-    tasks and propagates. Use trio's mock clock so waiting costs no real time.
+    tasks and propagates (as itself when it is the only error, not in an exception group).
+    Use trio's mock clock so waiting costs no real time.
     """
     wait_s = _check_seconds(wait, "wait", allow_none=True)
     bound = _check_seconds(max_wait, "max_wait", allow_none=False)
@@ -247,10 +248,32 @@ async def run_agent(
         async for _ in session.events():
             pass
 
-    async with trio.open_nursery() as nursery:
-        async with open_session(
-            handler, events=vocabulary, on_record=collect, **session_options
-        ) as session:
-            nursery.start_soon(drain, session)
-            t0 = records[0].at if records else trio.current_time()
-            yield Agent(session, records, lot, t0, wait_s, bound)
+    try:
+        async with trio.open_nursery() as nursery:
+            async with open_session(
+                handler, events=vocabulary, on_record=collect, **session_options
+            ) as session:
+                nursery.start_soon(drain, session)
+                t0 = records[0].at if records else trio.current_time()
+                yield Agent(session, records, lot, t0, wait_s, bound)
+    except BaseExceptionGroup as group:
+        # A failed expectation in the block reaches the test as itself, not wrapped in the
+        # nurseries' exception groups: pytest then shows its message and transcript plainly.
+        leaf = _single_leaf(group)
+        if leaf is None:
+            raise
+        cause, context, suppress = leaf.__cause__, leaf.__context__, leaf.__suppress_context__
+        try:
+            raise leaf
+        finally:
+            leaf.__cause__, leaf.__context__ = cause, context
+            leaf.__suppress_context__ = suppress
+
+
+def _single_leaf(group: BaseExceptionGroup[BaseException]) -> BaseException | None:
+    exc: BaseException = group
+    while isinstance(exc, BaseExceptionGroup):
+        if len(exc.exceptions) != 1:
+            return None
+        exc = exc.exceptions[0]
+    return exc

@@ -41,6 +41,8 @@ class ExpectationError(TaskRunnerError, AssertionError):
     """An expectation on a turn did not hold. The message says what was expected, what was
     found where, and shows the turn as a transcript (``->`` marks the place)."""
 
+    __module__ = "taskrunner.testing"  # how reports name it
+
 
 class Matcher:
     """A field value test: ``matcher(value) -> bool`` and a description for messages."""
@@ -203,6 +205,7 @@ class Expectations:
         ``next_output(TextToSpeechEvent, text=contains("order"))``; with no type, any event
         class. The cursor moves past it.
         """
+        __tracebackhide__ = True  # pytest: show the test line, not this one
         spec = _Spec(self._turn, type, where, fields)
         outputs = self._turn.output_records
         i = self._cursor
@@ -229,6 +232,7 @@ class Expectations:
 
     def skip(self, count: int = 1) -> None:
         """Move the cursor past ``count`` outputs, whatever they are."""
+        __tracebackhide__ = True  # pytest: show the test line, not this one
         outputs = self._turn.output_records
         if self._cursor + count > len(outputs):
             raise self._fail(
@@ -247,6 +251,7 @@ class Expectations:
     ) -> Any:
         """Some output of the turn (anywhere, the cursor is not moved) must match; returns
         the first that does."""
+        __tracebackhide__ = True  # pytest: show the test line, not this one
         spec = _Spec(self._turn, type, where, fields)
         for record in self._turn.output_records:
             if spec.mismatch(record.event) is None:
@@ -262,6 +267,7 @@ class Expectations:
         **fields: Any,
     ) -> None:
         """No output of the turn may match."""
+        __tracebackhide__ = True  # pytest: show the test line, not this one
         spec = _Spec(self._turn, type, where, fields)
         for i, record in enumerate(self._turn.output_records):
             if spec.mismatch(record.event) is None:
@@ -273,6 +279,7 @@ class Expectations:
 
     def no_more_outputs(self) -> None:
         """Every output of the turn has been expected with ``next_output``/``skip``."""
+        __tracebackhide__ = True  # pytest: show the test line, not this one
         outputs = self._turn.output_records
         if self._cursor < len(outputs):
             rest = len(outputs) - self._cursor
@@ -285,6 +292,7 @@ class Expectations:
 
     def no_failures(self) -> None:
         """Neither the handler nor any task failed in this turn."""
+        __tracebackhide__ = True  # pytest: show the test line, not this one
         for record in self._turn.records:
             if isinstance(record, (HandlerFailed, TaskFailed)):
                 who = (
@@ -364,6 +372,7 @@ class TaskExpectation:
 
     def started(self, *, interruptible: bool | None = None, timeout: Any = _ANY) -> TaskStarted:
         """The task was created in this turn (optionally: interruptible, with ``timeout``)."""
+        __tracebackhide__ = True  # pytest: show the test line, not this one
         for r in self._records():
             if isinstance(r, TaskStarted):
                 if interruptible is not None and r.interruptible != interruptible:
@@ -383,6 +392,7 @@ class TaskExpectation:
 
     def finished(self, result: Any = _ANY) -> TaskFinished:
         """The task returned in this turn (optionally with ``result``: a value or matcher)."""
+        __tracebackhide__ = True  # pytest: show the test line, not this one
         end = self._ending()
         if not isinstance(end, TaskFinished):
             raise self._fail(
@@ -400,6 +410,7 @@ class TaskExpectation:
     def cancelled(self, reason: str | None = None) -> TaskCancelled:
         """The task was cancelled in this turn (optionally for ``reason``: ``"interrupted"``,
         ``"cancel_task"``, ``"cancel_all"``, ``"closed"``...)."""
+        __tracebackhide__ = True  # pytest: show the test line, not this one
         end = self._ending()
         if not isinstance(end, TaskCancelled):
             want = "" if reason is None else f" (reason {reason!r})"
@@ -418,6 +429,7 @@ class TaskExpectation:
 
     def timed_out(self) -> TaskTimedOut:
         """The task ran past its timeout in this turn."""
+        __tracebackhide__ = True  # pytest: show the test line, not this one
         end = self._ending()
         if not isinstance(end, TaskTimedOut):
             raise self._fail(
@@ -431,6 +443,7 @@ class TaskExpectation:
     ) -> TaskFailed:
         """The task raised an ``error`` (a class) in this turn; ``match``: a regular
         expression searched in the error's message."""
+        __tracebackhide__ = True  # pytest: show the test line, not this one
         end = self._ending()
         if not isinstance(end, TaskFailed):
             raise self._fail(
@@ -454,6 +467,7 @@ class TaskExpectation:
 
     def still_running(self) -> TaskStarted:
         """The task started in this turn and had not ended when the turn was over."""
+        __tracebackhide__ = True  # pytest: show the test line, not this one
         start = next((r for r in self._records() if isinstance(r, TaskStarted)), None)
         end = self._ending()
         if start is None or end is not None:

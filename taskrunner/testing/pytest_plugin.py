@@ -11,7 +11,9 @@ A test that uses one of them runs under pytest-trio (it is marked ``trio``) on t
 autojump clock (``MockClock(autojump_threshold=0)``): sleeps and task timeouts take no real
 time. A clock the test asks for itself (``mock_clock``, ``autojump_clock``) is used instead.
 Without pytest-trio installed the fixtures are not usable and the plugin does nothing else.
-Importing this module imports only pytest.
+A failed expectation (:class:`taskrunner.testing.ExpectationError`) is reported as itself,
+not inside the exception group pytest-trio's nursery wraps it in. Importing this module
+imports only pytest.
 """
 
 from __future__ import annotations
@@ -44,6 +46,23 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         if _FIXTURES.intersection(getattr(item, "fixturenames", ())):
             # Prepended, so pytest-trio's own trio_mode marker (appended) comes second.
             item.add_marker(pytest.mark.trio(run=run_with_autojump_clock), append=False)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    """Report a failed expectation as itself: pytest-trio runs the test in a nursery, which
+    wraps what it raises in an exception group; one ``ExpectationError`` alone is unwrapped
+    so the report shows its message and transcript plainly."""
+    excinfo = call.excinfo
+    if excinfo is not None and isinstance(excinfo.value, BaseExceptionGroup):
+        leaf: BaseException = excinfo.value
+        while isinstance(leaf, BaseExceptionGroup) and len(leaf.exceptions) == 1:
+            leaf = leaf.exceptions[0]
+        from ._expect import ExpectationError
+
+        if isinstance(leaf, ExpectationError):
+            call.excinfo = pytest.ExceptionInfo.from_exception(leaf)
+    yield
 
 
 @pytest.fixture
