@@ -224,7 +224,12 @@ def flavor_misuse(exc: BaseException, flavor: str, who: str, call: str) -> Flavo
 
     ``who`` names the code (``"task 'x'"``), ``call`` the call that sets its flavour.
     """
-    msg = str(exc)
+    if not isinstance(exc, (TypeError, RuntimeError)):
+        return None
+    try:
+        msg = str(exc)
+    except Exception:  # an exception whose __str__ raises is no flavour mix-up
+        return None
     if flavor == "trio" and (
         (isinstance(exc, TypeError) and "unrecognized yield message" in msg)
         or (isinstance(exc, RuntimeError) and "no running event loop" in msg)
