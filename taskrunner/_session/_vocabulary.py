@@ -268,13 +268,16 @@ def detect_vocabulary(obj: object) -> str:
     imports from ``primfunctions.events``, else ``"taskrunner"``.
 
     Looks at the module's globals: a class of ``primfunctions.events``, that module, or the
-    ``primfunctions`` package. Never imports ``primfunctions`` itself.
+    ``primfunctions`` package. Never imports ``primfunctions`` itself. A module that imports
+    from both ``primfunctions.events`` and ``taskrunner.events`` is ambiguous: ``ValueError``
+    asking for ``events=``.
     """
     pf_events = sys.modules.get("primfunctions.events")
     if pf_events is None:
         return "taskrunner"
     if isinstance(obj, ModuleType):
         names: dict[str, Any] = vars(obj)
+        where = obj.__name__
     else:
         func = inspect.unwrap(obj) if callable(obj) else obj
         found = getattr(func, "__globals__", None)
@@ -282,13 +285,26 @@ def detect_vocabulary(obj: object) -> str:
             module = sys.modules.get(getattr(obj, "__module__", None) or "")
             found = vars(module) if module is not None else {}
         names = found
+        where = str(names.get("__name__", "?"))
     pf_package = sys.modules.get("primfunctions")
+    uses_pf = uses_tr = False
     for value in names.values():
         if value is pf_events or (pf_package is not None and value is pf_package):
-            return "primfunctions"
-        if isinstance(value, type) and value.__module__ == "primfunctions.events":
-            return "primfunctions"
-    return "taskrunner"
+            uses_pf = True
+        elif value is _tr or value is sys.modules.get("taskrunner.events"):
+            uses_tr = True
+        elif isinstance(value, type):
+            if value.__module__ == "primfunctions.events":
+                uses_pf = True
+            elif issubclass(value, _tr.Event):
+                uses_tr = True
+    if uses_pf and uses_tr:
+        raise ValueError(
+            f"module {where!r} imports events from both primfunctions.events and "
+            "taskrunner.events; say which ones its handler uses with events='primfunctions' "
+            "or events='taskrunner'"
+        )
+    return "primfunctions" if uses_pf else "taskrunner"
 
 
 # ---------------------------------------------------------------------- describing

@@ -323,7 +323,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if flavor not in ("asyncio", "trio"):
             raise SystemExit(f"error: FLAVOR must be 'asyncio' or 'trio', got {flavor!r}")
         lifespan = getattr(module, "lifespan", None)
-        events = args.events or detect_vocabulary(module)
+        try:
+            events = args.events or detect_vocabulary(module)
+        except ValueError as exc:
+            raise SystemExit(f"error: {exc} (--events)") from None
         try:
             resolve_vocabulary(events)
         except MissingExtraError as exc:
