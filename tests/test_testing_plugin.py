@@ -78,8 +78,8 @@ def test_plugin_fixtures_clock_and_reports(pytester: pytest.Pytester, trio_mode:
     assert "Exception Group" not in out
     result.stdout.fnmatch_lines(
         [
-            "E * taskrunner.testing.ExpectationError: expected output #1 to be TextToSpeechEvent with text == "
-            "'Goodbye'",
+            "E * taskrunner.testing.ExpectationError: expected output #1 to be "
+            "TextToSpeechEvent with text == 'Goodbye'",
             "E * but output #1 is the handler's says \"You said hello\" (nova): its text is "
             "'You said hello', expected == 'Goodbye'",
             "E * turn 1: TextEvent 'hello'  (+0.000s .. +0.000s)",
