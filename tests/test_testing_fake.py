@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import importlib.util
 import json
 import warnings
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 import trio
 
 from taskrunner.events import LogEvent
-from taskrunner.testing import FakeContext, fake_context
+from taskrunner.testing import FakeContext, fake_context, run_asyncio
 
 
 async def process_order(context: Any) -> AsyncIterator[Any]:
@@ -133,3 +135,36 @@ def test_bad_input() -> None:
         ctx.create_task(3)
     with pytest.raises(TypeError, match="data keys are str, got int"):
         ctx.set_data(1, "x")  # type: ignore[arg-type]
+
+
+async def test_asyncio_task_code_from_a_trio_test(autojump_clock: Any) -> None:
+    # The seeds' order task (asyncio.sleep(5)) alone, in five virtual seconds.
+    order_agent = load_fixture("order_agent")
+    ctx = fake_context()
+    start = trio.current_time()
+    assert await run_asyncio(order_agent.process_order(ctx)) is None
+    assert trio.current_time() - start == 5
+    assert ctx.get_data("order_status") == "completed"
+    # An asyncio generator task: its outputs, as a list.
+    background_agent = load_fixture("background_agent")
+    outputs = await run_asyncio(background_agent.background_task(ctx))
+    assert [e.data["message"] for e in outputs] == [
+        "Processing background task...", "Background task done"
+    ]
+    assert ctx.get_data("task_completed") is True
+    # Through the fake context's tasks.
+    task = ctx.create_task(order_agent.process_order(ctx), name="again")
+    await ctx.wait_for_all_tasks(asyncio=True)
+    assert task.state == "finished"
+    with pytest.raises(TypeError, match=r"run_asyncio\(\) takes a coroutine or an async "
+                       r"generator \(call the function\), got function"):
+        await run_asyncio(order_agent.process_order)
+
+
+def load_fixture(name: str) -> Any:
+    path = Path(__file__).resolve().parent / "fixtures" / "voicerun" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"fake_{name}", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

@@ -5,7 +5,8 @@
   ``turn.expect.task("order_processing").finished()``... (:class:`Expectations`).
 - :class:`TestRunner`: VoiceRun's runner names (``start``, ``text``, ``get_tts_texts``...),
   backed by a taskrunner session.
-- :func:`fake_context`: a Context stand-in to unit-test a task function alone.
+- :func:`fake_context`: a Context stand-in to unit-test a task function alone, and
+  :func:`run_asyncio` to run asyncio task code from a trio test on its clock.
 - A pytest plugin (``taskrunner.testing.pytest_plugin``, registered through the ``pytest11``
   entry point) with the ``run_agent`` and ``agent_runner`` fixtures; tests that use them run
   on trio's autojump clock under pytest-trio.
@@ -23,7 +24,7 @@ from ._expect import (
     matches,
     regex,
 )
-from ._fake import FakeContext, FakeTask, fake_context
+from ._fake import FakeContext, FakeTask, fake_context, run_asyncio
 from ._runner import TestRunner
 from ._turn import Turn
 
@@ -42,4 +43,5 @@ __all__ = [
     "matches",
     "regex",
     "run_agent",
+    "run_asyncio",
 ]

@@ -11,7 +11,7 @@ import attrs
 from .._core.records import jsonable
 from .._session.context import DataChange
 
-__all__ = ["FakeContext", "FakeTask", "fake_context"]
+__all__ = ["FakeContext", "FakeTask", "fake_context", "run_asyncio"]
 
 _FIELDS = ("session_id", "agent_id", "environment", "function_id", "variables", "data")
 
@@ -23,6 +23,32 @@ def _now() -> float:
         return trio.current_time()
     except RuntimeError:  # outside a trio run (plain asyncio): no clock to read
         return 0.0
+
+
+async def run_asyncio(work: Any) -> Any:
+    """Run asyncio code from a trio test, on trio's clock (so ``autojump_clock`` applies):
+    await the coroutine ``work`` and return its result, or iterate the async generator
+    ``work`` and return what it yielded, as a list.
+
+    Uses trio-asyncio (a loop opened for the call and closed after it). Cancelling the
+    caller cancels the asyncio code.
+    """
+    from .._adapters.aio import trio_asyncio
+
+    if inspect.isasyncgen(work):
+        agen = work
+
+        async def drain() -> list[Any]:
+            return [event async for event in agen]
+
+        work = drain()
+    elif not inspect.iscoroutine(work):
+        raise TypeError(
+            f"run_asyncio() takes a coroutine or an async generator (call the function), "
+            f"got {type(work).__name__}: {work!r:.80}"
+        )
+    async with trio_asyncio.open_loop() as loop:
+        return await loop.run_aio_coroutine(work)
 
 
 @attrs.define(eq=False)
@@ -43,15 +69,21 @@ class FakeTask:
     result: Any = None
     error: BaseException | None = None
 
-    async def run(self) -> list[Any]:
+    async def run(self, *, asyncio: bool = False) -> list[Any]:
         """Run the task to its end here (awaiting its coroutine or iterating its generator);
-        returns its outputs. Its exception is recorded in ``error`` and re-raised. Running
+        returns its outputs. ``asyncio=True`` runs asyncio code from a trio test (see
+        :func:`run_asyncio`). Its exception is recorded in ``error`` and re-raised. Running
         it twice, or after it was cancelled, raises ``RuntimeError``."""
         if self.state != "pending":
             raise RuntimeError(f"fake task {self.name!r} is {self.state}; it runs only once")
         work = self.handler() if callable(self.handler) else self.handler
         try:
-            if inspect.isasyncgen(work):
+            if asyncio:
+                if inspect.isasyncgen(work):
+                    self.outputs.extend(await run_asyncio(work))
+                else:
+                    self.result = await run_asyncio(work)
+            elif inspect.isasyncgen(work):
                 async for event in work:
                     self.outputs.append(event)
             else:
@@ -180,16 +212,20 @@ class FakeContext:
         """True while some created task has not been run or cancelled."""
         return any(t.state == "pending" for t in self.created)
 
-    async def wait_for_all_tasks(self, timeout: float | None = None) -> bool:
+    async def wait_for_all_tasks(
+        self, timeout: float | None = None, *, asyncio: bool = False
+    ) -> bool:
         """Run every pending task (and the ones they create) to its end, in order; a failing
-        task's error stays on it (``error``) and the others still run. Returns True."""
+        task's error stays on it (``error``) and the others still run. ``asyncio=True``: as
+        for :meth:`FakeTask.run`. ``timeout`` is accepted for the Context's signature and
+        not applied. Returns True."""
         i = 0
         while i < len(self.created):
             task = self.created[i]
             i += 1
             if task.state == "pending":
                 try:
-                    await task.run()
+                    await task.run(asyncio=asyncio)
                 except Exception:
                     pass
         return True
