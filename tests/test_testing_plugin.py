@@ -6,12 +6,16 @@ would: the plugin comes from the installed entry point.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 pytest_plugins = ["pytester"]
 
 AGENT = '''
 import asyncio
+
+from pathlib import Path
 
 import pytest
 import trio
@@ -96,6 +100,8 @@ import trio
 def test_sync():
     assert True
 
+from pathlib import Path
+
 import pytest
 
 @pytest.mark.trio
@@ -105,3 +111,15 @@ async def test_real_clock():
     )
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
     result.assert_outcomes(passed=2)
+
+
+def test_the_readme_test_file_passes(pytester: pytest.Pytester) -> None:
+    root = Path(__file__).resolve().parent.parent
+    readme = (root / "README.md").read_text()
+    section = readme.split("## Testing your agent", 1)[1]
+    code = section.split("```python\n", 1)[1].split("```", 1)[0]
+    assert code.startswith("# test_order_agent.py")
+    pytester.makepyfile(test_order_agent=code)
+    pytester.makepyfile(order_agent=(root / "examples" / "order_agent.py").read_text())
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    result.assert_outcomes(passed=4)
