@@ -23,6 +23,7 @@ from ._core.supervisor import (
     open_supervisor,
     uninterruptible,
 )
+from ._session._vocabulary import MissingExtraError, Vocabulary
 from ._session.context import Context, DataChange, current_context
 from ._session.session import AgentHandler, Session, open_session
 
@@ -33,6 +34,7 @@ __all__ = [
     "DuplicateTaskNameError",
     "Flavor",
     "FlavorError",
+    "MissingExtraError",
     "Session",
     "SessionClosedError",
     "StreamBusyError",
@@ -45,6 +47,7 @@ __all__ = [
     "TaskRunnerError",
     "TaskState",
     "TaskTimeoutError",
+    "Vocabulary",
     "WrongContextError",
     "current_context",
     "current_task",

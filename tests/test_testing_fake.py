@@ -168,3 +168,12 @@ def load_fixture(name: str) -> Any:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+async def test_a_task_run_cancelled_by_the_test(autojump_clock: Any) -> None:
+    ctx = fake_context()
+    task = ctx.create_task(notify(ctx), name="notify")
+    with trio.move_on_after(0.5):
+        await task.run()
+    assert task.state == "cancelled" and ctx.get_data("notified") is None
+    assert not ctx.has_unfinished_tasks()

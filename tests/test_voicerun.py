@@ -403,3 +403,22 @@ def test_cli_runs_the_seed_order_agent_with_primfunctions_imports() -> None:
     assert [(t["name"], t["state"]) for t in table["tasks"]] == [
         ("order_processing", "finished")
     ]
+
+
+def test_cli_asks_which_vocabulary_for_a_module_importing_both(tmp_path: Path) -> None:
+    agent = tmp_path / "mixed_agent.py"
+    agent.write_text(
+        "from primfunctions.events import TextEvent\n"
+        "from taskrunner.events import TextToSpeechEvent\n\n"
+        "async def handler(event, context):\n"
+        "    if isinstance(event, TextEvent):\n"
+        "        yield TextToSpeechEvent(text='hi', voice='nova')\n"
+    )
+    done = run_cli("run", str(agent), "--say", "hi", "--pause", "0")
+    assert done.returncode != 0
+    assert "imports events from both primfunctions.events and taskrunner.events" in done.stderr
+    assert "(--events)" in done.stderr
+    chosen = run_cli("run", str(agent), "--say", "hi", "--pause", "0", "--json",
+                     "--events", "primfunctions")
+    assert chosen.returncode == 0, chosen.stderr
+    assert '"text": "hi"' in chosen.stdout

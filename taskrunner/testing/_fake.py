@@ -72,8 +72,9 @@ class FakeTask:
     async def run(self, *, asyncio: bool = False) -> list[Any]:
         """Run the task to its end here (awaiting its coroutine or iterating its generator);
         returns its outputs. ``asyncio=True`` runs asyncio code from a trio test (see
-        :func:`run_asyncio`). Its exception is recorded in ``error`` and re-raised. Running
-        it twice, or after it was cancelled, raises ``RuntimeError``."""
+        :func:`run_asyncio`). Its exception is recorded in ``error`` and re-raised; if the
+        caller is cancelled meanwhile, the task becomes ``"cancelled"`` and the cancellation
+        propagates. Running it twice, or after it was cancelled, raises ``RuntimeError``."""
         if self.state != "pending":
             raise RuntimeError(f"fake task {self.name!r} is {self.state}; it runs only once")
         work = self.handler() if callable(self.handler) else self.handler
@@ -90,6 +91,9 @@ class FakeTask:
                 self.result = await work
         except Exception as exc:
             self.state, self.error = "failed", exc
+            raise
+        except BaseException:
+            self.state = "cancelled"
             raise
         self.state = "finished"
         return self.outputs

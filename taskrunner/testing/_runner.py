@@ -37,7 +37,8 @@ class TestRunner:
     (``"auto"``: the handler module's). Use it as ``async with TestRunner(h) as runner:`` to
     bound the session to a block; without that, the first input opens the session in a
     background task of the trio run, and :meth:`close` (or :meth:`stop`, or the end of the
-    test's trio run, which cancels its tasks) ends it.
+    test's trio run, which cancels its tasks) ends it. An input method cancelled while it
+    waits lets the cancellation propagate; the session stays open.
     """
 
     __test__ = False  # not a pytest test class
