@@ -421,4 +421,7 @@ def test_cli_asks_which_vocabulary_for_a_module_importing_both(tmp_path: Path) -
     chosen = run_cli("run", str(agent), "--say", "hi", "--pause", "0", "--json",
                      "--events", "primfunctions")
     assert chosen.returncode == 0, chosen.stderr
-    assert '"text": "hi"' in chosen.stdout
+    lines = [json.loads(line) for line in chosen.stdout.splitlines()]
+    said = [r["event"] for r in lines if r["type"] == "HandlerOutput"]
+    assert said == [{"type": "TextToSpeechEvent", "text": "hi", "voice": "nova", "cache": True,
+                     "interruptable": True}]
