@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import weakref
+from collections.abc import Awaitable, Callable, Iterable
 from contextlib import AbstractAsyncContextManager
+from functools import partial
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 
 import trio
 
@@ -16,8 +18,11 @@ from .._session.context import Context
 from .._session.records import HandlerFailed, HandlerOutput
 from .._session.session import AgentHandler
 from ._agent import Agent, run_agent
+from ._thread_host import ThreadHost, in_trio
 
 __all__ = ["TestRunner"]
+
+T = TypeVar("T")
 
 
 class TestRunner:
@@ -39,6 +44,12 @@ class TestRunner:
     background task of the trio run, and :meth:`close` (or :meth:`stop`, or the end of the
     test's trio run, which cancels its tasks) ends it. An input method cancelled while it
     waits lets the cancellation propagate; the session stays open.
+
+    From asyncio code (a ``@pytest.mark.asyncio`` test, ``asyncio.run``), the session runs in
+    a trio run of its own thread, on a mock clock that stands still between the runner's calls
+    and jumps ahead during them (``wait_background=True`` sees a 30 s task end at once); it
+    ends with :meth:`stop`, :meth:`close`, or when the runner is garbage-collected. There,
+    ``runner.context`` is for reading (write session data with ``data=``).
     """
 
     __test__ = False  # not a pytest test class
@@ -71,6 +82,7 @@ class TestRunner:
         self._cm: AbstractAsyncContextManager[Agent] | None = None
         self._close_host: trio.Event | None = None
         self._host_done: trio.Event | None = None
+        self._thread_host: ThreadHost | None = None
         self._captured: list[tuple[int, Any]] = []
         self._seen = 0
         self._turn = 0
@@ -92,6 +104,9 @@ class TestRunner:
     async def __aenter__(self) -> TestRunner:
         if self._agent is not None or self._closed:
             raise RuntimeError("this TestRunner is already open; use one runner per block")
+        if not in_trio():
+            await self._open_in_thread()
+            return self
         cm = self._agent_cm()
         self._agent = await cm.__aenter__()
         self._cm = cm
@@ -118,6 +133,26 @@ class TestRunner:
         assert self._agent is not None
         for key, value in self._data.items():
             self._agent.context.set_data(key, value)
+
+    async def _open_in_thread(self) -> None:
+        host = ThreadHost(self._agent_cm(), dict(self._data))
+        try:
+            self._agent = await host.start()
+        except BaseException:
+            self._closed = True
+            raise
+        self._thread_host = host
+        weakref.finalize(self, host.request_close)
+
+    async def _call(self, fn: Callable[[], Awaitable[T]]) -> T:
+        """Run ``fn`` where the session lives: here in trio, in the host thread otherwise."""
+        if self._thread_host is None and not in_trio():
+            if self._closed:
+                raise TaskRunnerError("this TestRunner's session has ended (stop() or close())")
+            await self._open_in_thread()
+        if self._thread_host is not None:
+            return await self._thread_host.call(fn)
+        return await fn()
 
     async def _ensure_open(self) -> Agent:
         if self._agent is not None:
@@ -155,7 +190,9 @@ class TestRunner:
         """End the session (its tasks are ended as ``open_session`` does) if it is open.
         Idempotent."""
         self._closed = True
-        if self._close_host is not None and self._host_done is not None:
+        if self._thread_host is not None:
+            await self._thread_host.aclose()
+        elif self._close_host is not None and self._host_done is not None:
             self._close_host.set()
             await self._host_done.wait()
         self._sync()
@@ -206,6 +243,9 @@ class TestRunner:
         With ``wait_background=True``, also wait until every background task has ended (the
         session's ``wait_for_all_tasks``). If the handler raised, that exception is raised.
         """
+        return await self._call(partial(self._send, event, wait_background))
+
+    async def _send(self, event: Any, wait_background: bool) -> list[Any]:
         agent = await self._ensure_open()
         self._sync()
         self._turn += 1
@@ -227,32 +267,34 @@ class TestRunner:
     async def start(self, *, wait_background: bool = False) -> list[Any]:
         """Reset the captured events and send a ``StartEvent``."""
         self.reset()
+        return await self._call(partial(self._make_and_send, "start", (), wait_background))
+
+    async def _make_and_send(self, kind: str, args: tuple[Any, ...], wait: bool) -> list[Any]:
         agent = await self._ensure_open()
-        return await self.send(agent.vocabulary.start(), wait_background=wait_background)
+        vocab = agent.vocabulary
+        maker: Callable[..., Any] = getattr(vocab, kind)
+        return await self._send(maker(*args), wait)
 
     async def text(
         self, message: str, source: str = "text", *, wait_background: bool = False
     ) -> list[Any]:
         """Send a ``TextEvent`` with ``message``."""
-        agent = await self._ensure_open()
-        return await self.send(
-            agent.vocabulary.text(message, source), wait_background=wait_background
+        return await self._call(
+            partial(self._make_and_send, "text", (message, source), wait_background)
         )
 
     async def timeout(
         self, count: int = 1, ms_since_input: int = 5000, *, wait_background: bool = False
     ) -> list[Any]:
         """Send a ``TimeoutEvent``."""
-        agent = await self._ensure_open()
-        return await self.send(
-            agent.vocabulary.timeout(count, ms_since_input), wait_background=wait_background
+        return await self._call(
+            partial(self._make_and_send, "timeout", (count, ms_since_input), wait_background)
         )
 
     async def stop(self, *, wait_background: bool = False) -> list[Any]:
         """Send a ``StopEvent``: the handler answers, then the session ends its tasks (as a
         session does at its end) and takes no more input."""
-        agent = await self._ensure_open()
-        outputs = await self.send(agent.vocabulary.stop(), wait_background=wait_background)
+        outputs = await self._call(partial(self._make_and_send, "stop", (), wait_background))
         if self._cm is None:
             await self.close()
             self._sync()
