@@ -201,7 +201,9 @@ class Agent:
 
     def transcript(self) -> str:
         """The whole session so far as readable lines (times since the session started)."""
-        return format_transcript(self._records, t0=self._t0, title="session transcript")
+        return format_transcript(
+            self._records, t0=self._t0, title="session transcript", vocabulary=self.vocabulary
+        )
 
 
 @asynccontextmanager

@@ -36,8 +36,10 @@ def describe_input(event: Any, vocabulary: Vocabulary) -> str:
     return f"{name} {text!r}" if isinstance(text, str) else name
 
 
-def describe_record(record: Record) -> str:
+def describe_record(record: Record, vocabulary: Vocabulary | None = None) -> str:
     """One line for one record, without its time."""
+    if type(record).__name__ == "InputReceived" and vocabulary is not None:
+        return f"> {describe_input(getattr(record, 'event', None), vocabulary)}"
     if isinstance(record, TaskRecord):
         return f"[{record.task}] {_task_text(record)}"
     if isinstance(record, HandlerOutput):
@@ -71,7 +73,12 @@ def _task_text(record: TaskRecord) -> str:
     if isinstance(record, TaskFailed):
         return f"FAILED: {_error(record.error)}"
     if isinstance(record, TaskCancelled):
-        return f"cancelled ({record.reason})"
+        origin = getattr(record, "origin", None)  # who asked, where the core records it
+        return (
+            f"cancelled ({record.reason}, by {origin})"
+            if origin
+            else (f"cancelled ({record.reason})")
+        )
     if isinstance(record, TaskTimedOut):
         return f"timed out after {record.timeout:g}s"
     if isinstance(record, TaskStuck):
@@ -88,6 +95,7 @@ def format_transcript(
     input_at: float | None = None,
     marks: dict[int, str] | None = None,
     numbered: Sequence[Record] = (),
+    vocabulary: Vocabulary | None = None,
 ) -> str:
     """The records as lines ``+1.500s  handler says "..."``, times relative to ``t0``.
 
@@ -104,7 +112,8 @@ def format_transcript(
         mark = marks.get(i, "")
         number = numbers.get(id(record))
         num = f"{number:>3}" if number is not None else "   "
-        lines.append(f"{mark:>3} {num} +{record.at - t0:8.3f}s  {describe_record(record)}")
+        line = describe_record(record, vocabulary)
+        lines.append(f"{mark:>3} {num} +{record.at - t0:8.3f}s  {line}")
     if len(marks) and max(marks) >= len(records):
         lines.append(f"{marks[max(marks)]:>3}     (end of turn)")
     if not records and input_line is None:
@@ -193,6 +202,8 @@ class Turn:
         """The turn as readable lines: the input, then every record with its time (seconds
         since the session started) and the outputs numbered."""
         span = f"  (+{self.sent_at - self.t0:.3f}s .. +{self.ended_at - self.t0:.3f}s)"
+        # A session that records its inputs (an ``InputReceived`` record) shows them itself.
+        has_input = any(type(r).__name__ == "InputReceived" for r in self.records)
         tail = ""
         if self.unfinished:
             tail = "\n    (stopped waiting; still running: " + ", ".join(self.unfinished) + ")"
@@ -202,11 +213,12 @@ class Turn:
                 t0=self.t0,
                 title=self.title() + span,
                 input_line=None
-                if self.input is None
+                if self.input is None or has_input
                 else describe_input(self.input, self.vocabulary),
                 input_at=self.sent_at,
                 marks=marks,
                 numbered=self.output_records,
+                vocabulary=self.vocabulary,
             )
             + tail
         )
