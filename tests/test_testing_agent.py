@@ -368,3 +368,20 @@ async def test_unprintable_errors_and_handler_failures(autojump_clock: Any) -> N
         assert "handler FAILED on TextEvent: KeyError(\"'no such menu'\")" in str(info.value)
         # The session goes on after a handler failure.
         (await agent.say("still there?")).expect.next_output(TextToSpeechEvent)
+
+
+def test_a_session_that_records_its_inputs_shows_them_once() -> None:
+    # The core's InputReceived record (issue 8) replaces the turn's own input line.
+    import attrs
+
+    from taskrunner._session._vocabulary import resolve_vocabulary
+    from taskrunner.testing import Turn
+
+    @attrs.frozen
+    class InputReceived(Record):
+        event: Any
+
+    said = TextEvent.from_text("hello")
+    turn = Turn(index=1, input=said, records=[InputReceived(1, 2.0, said)],
+                vocabulary=resolve_vocabulary("taskrunner"), t0=0.0, sent_at=2.0, ended_at=2.0)
+    assert turn.transcript().splitlines()[1:] == ["        +   2.000s  > TextEvent 'hello'"]
