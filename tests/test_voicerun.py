@@ -377,6 +377,7 @@ def test_cli_runs_the_template_with_its_own_vocabulary(tmp_path: Path) -> None:
                    "--pause", "0")
     assert text.returncode == 0, text.stderr
     assert 'says "I heard you say: hi" (openai/coral)' in text.stdout
+    assert 'user     TextEvent "hi"' in text.stdout  # the input, from its InputReceived record
 
     # Told the wrong vocabulary, the agent hears nothing it knows and says nothing.
     forced = run_cli("run", "tests/fixtures/voicerun/template_handler.py", "--say", "hi",
