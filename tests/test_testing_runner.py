@@ -15,7 +15,7 @@ from primfunctions import events as pf
 import taskrunner
 from taskrunner import events as tr
 from taskrunner.events import SessionEnded, TaskCancelled
-from taskrunner.testing import TestRunner
+from taskrunner.testing import TestRunner, create_test_runner
 
 
 @pytest.fixture(params=["asyncio", "trio"])
@@ -159,7 +159,8 @@ async def test_failures(flavor: str, autojump_clock: Any) -> None:
 
 
 async def test_close_ends_the_tasks(autojump_clock: Any) -> None:
-    runner = TestRunner(voicerun_agent("asyncio"), events="primfunctions")
+    runner = create_test_runner(voicerun_agent("asyncio"), events="primfunctions")
+    assert isinstance(runner, TestRunner)
     await runner.text("booking")
     await runner.close()
     await runner.close()  # idempotent

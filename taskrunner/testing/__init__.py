@@ -25,7 +25,7 @@ from ._expect import (
     regex,
 )
 from ._fake import FakeContext, FakeTask, fake_context, run_asyncio
-from ._runner import TestRunner
+from ._runner import TestRunner, create_test_runner
 from ._turn import Turn
 
 __all__ = [
@@ -39,6 +39,7 @@ __all__ = [
     "TestRunner",
     "Turn",
     "contains",
+    "create_test_runner",
     "fake_context",
     "matches",
     "regex",

@@ -20,7 +20,7 @@ from .._session.session import AgentHandler
 from ._agent import Agent, run_agent
 from ._thread_host import ThreadHost, in_trio
 
-__all__ = ["TestRunner"]
+__all__ = ["TestRunner", "create_test_runner"]
 
 T = TypeVar("T")
 
@@ -431,3 +431,8 @@ def _error(exc: BaseException) -> str:
         return f"{type(exc).__name__}: {exc}"
     except Exception:
         return f"{type(exc).__name__}: <unprintable>"
+
+
+def create_test_runner(handler: AgentHandler, **options: Any) -> TestRunner:
+    """``TestRunner(handler, **options)``, under the name of VoiceRun's factory."""
+    return TestRunner(handler, **options)
