@@ -27,6 +27,7 @@ from ._core.supervisor import (
     uninterruptible,
 )
 from ._runtime import asyncio_loop, run_in_asyncio
+from ._session._vocabulary import MissingExtraError, Vocabulary
 from ._session.context import Context, DataChange, current_context
 from ._session.session import AgentHandler, Session, open_session
 
@@ -39,6 +40,7 @@ __all__ = [
     "FlavorError",
     "Lifecycle",
     "Limiter",
+    "MissingExtraError",
     "Session",
     "SessionClosedError",
     "StreamBusyError",
@@ -52,6 +54,7 @@ __all__ = [
     "TaskRunnerError",
     "TaskState",
     "TaskTimeoutError",
+    "Vocabulary",
     "WrongContextError",
     "asyncio_loop",
     "current_context",
