@@ -18,7 +18,7 @@ import outcome
 import trio
 
 from .._core._checks import safe_repr
-from .._core.supervisor import APPENDED, FULL
+from .._core._task_context import APPENDED, FULL
 
 
 def _import_trio_asyncio() -> Any:
