@@ -192,8 +192,6 @@ class TaskRunning(RecordOutlet):
             self._pending -= 1
             if self._limiter is not None:
                 self._limiter._forget(handle)
-        elif self._limiter is not None:
-            self._limiter._release()
         if self._watch is not None:
             self._watch.ended(handle.timeout is not None, len(tasks))
         if self._history.maxlen:
@@ -223,6 +221,10 @@ class TaskRunning(RecordOutlet):
             record = TaskFailed(self._seq, now, name, handle.id, detail, **stamp)
             _log(logging.ERROR, "task %r failed", name, exc=detail)
         self.emit(record)
+        if not was_pending and self._limiter is not None:
+            # Only now may a pending task take the slot: its TaskStarted comes after this
+            # terminal record, so the stream never shows more than `limit` tasks running.
+            self._limiter._release()
 
 
     def _report_stuck(self, handle: TaskHandle) -> None:
