@@ -1576,3 +1576,24 @@ def test_a_freed_slot_is_taken_after_the_terminal_record_that_freed_it(flavor: s
         ("TaskFinished", "x", 0.5),
         ("TaskStarted", "y", 0.5),
     ]
+
+
+@pytest.mark.parametrize("flavor", ["trio", "asyncio"])
+def test_a_replaced_task_that_ignores_its_cancel_is_reported_stuck(flavor: str) -> None:
+    # Regression check (found by the machine): a task replaced by on_duplicate="replace" goes
+    # on under another name while it ends; the stuck watch looked it up by its own name, found
+    # the new task instead, and never reported it (nor cancelled asyncio code again, so a
+    # replaced asyncio task that swallows its CancelledError was never ended).
+    spec = _spec(flavor, False, ending="long", linger=3.0)
+    m = _run(
+        lambda m: m.create(spec, "x"),
+        lambda m: m.advance_clock(2),
+        lambda m: m.create(_spec(flavor, False, ending="long"), "x"),  # at t=1: replaces it
+        lambda m: m.advance_clock(6),
+        config=Config(on_duplicate="replace"),
+    )
+    end = 3.0 if flavor == "asyncio" else 4.0  # asyncio code is cancelled again at t=3
+    assert m.tasks[1].records[1:] == [
+        ("TaskStuck", 3.0, "replaced", 1.0),
+        ("TaskCancelled", end, "replaced", None),
+    ]

@@ -81,8 +81,7 @@ class TaskRunning(RecordOutlet):
         self._cancel(old, "replaced", origin)
         if not old.done:
             del self._tasks[old.name]
-            renamed = f"{old.name}~replaced-{old.id}"
-            self._tasks[renamed] = old
+            self._tasks[replaced_key(old.name, old.id)] = old
 
     def _runner(self, handle: TaskHandle) -> FlavorRunner | None:
         if handle.flavor == "trio":
@@ -249,6 +248,11 @@ class TaskRunning(RecordOutlet):
                 handle._stuck_count, **self.stamp(now),
             )
         )
+
+
+def replaced_key(name: str, task_id: int) -> str:
+    """The name a replaced task is filed under while it ends (its records keep its name)."""
+    return f"{name}~replaced-{task_id}"
 
 
 def _close_unstarted(body: Any) -> None:

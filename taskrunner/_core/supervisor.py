@@ -24,7 +24,7 @@ from ._checks import (
 from ._flavored import flavored
 from ._limiter import Limiter
 from ._outlet import RecordSink
-from ._running import TaskRunning, _close_unstarted
+from ._running import TaskRunning, _close_unstarted, replaced_key
 from ._task_context import (
     APPENDED,
     FULL,
@@ -422,6 +422,10 @@ class Supervisor(TaskRunning):
 
     def _lookup(self, name: str, task_id: int) -> TaskHandle | None:
         handle = self._tasks.get(name)
+        if handle is not None and handle.id == task_id:
+            return handle
+        # A replaced task still ending is filed under another name.
+        handle = self._tasks.get(replaced_key(name, task_id))
         if handle is not None and handle.id == task_id:
             return handle
         return None
