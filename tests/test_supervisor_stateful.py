@@ -303,6 +303,7 @@ class Config:
     on_duplicate: str = "error"
     default_timeout: int | None = None
     faulty_sink: bool = False  # on_record raises on every third record
+    paused: bool = False  # the reader is paused before the first task is created
 
 
 @st.composite
@@ -315,6 +316,7 @@ def configs(draw: st.DrawFn) -> Config:
         on_duplicate=draw(st.sampled_from(["error", "replace"])),
         default_timeout=draw(st.none() | st.integers(1, 5)),
         faulty_sink=draw(st.booleans()),
+        paused=draw(st.booleans()),
     )
 
 
@@ -453,6 +455,7 @@ class _TrioThread:
                 ) as sup:
                     self.sup = sup
                     nursery.start_soon(self._read)
+                    await trio.testing.wait_all_tasks_blocked()  # the reader waits in a read
                     self._started.set()
                     await self.close_requested.wait()
                 self.sup_closed = True
@@ -810,7 +813,7 @@ class SupervisorMachine(RuleBasedStateMachine):
             if at is None:
                 continue
             assert at == self.now, (t.name, index, at, self.now)
-            event(f"a blocked generator resumed after {self.now - since:g} s")
+            event("a blocked generator resumed")
             t.blocked = None
             t.records.append(("TaskOutput", self.now, t.spec.value("out", t.token, index)))
             t.pending = [(self.now + off, w, i) for off, w, i in rest]
@@ -864,6 +867,8 @@ class SupervisorMachine(RuleBasedStateMachine):
     @step
     def create_some_tasks(self, config: Config, batch: list[tuple[Spec, str | None]]) -> None:
         self.setup(config)
+        if config.paused:
+            self.trio.pause_reader()
         for spec, name in batch:
             self.create(spec, name)
 
@@ -1116,6 +1121,7 @@ class SupervisorMachine(RuleBasedStateMachine):
     def start_reader(self) -> None:
         """A new ``events()`` iterator, once the old one is gone: it takes over where the old
         one stopped, with nothing lost or read twice."""
+        event("a new reader took over")
         self.trio.start_reader()
         assert self.trio.reader_error is None, f"a new reader was refused: {self.trio.reader_error!r}"
         self.settle()
@@ -1141,6 +1147,7 @@ class SupervisorMachine(RuleBasedStateMachine):
             return scope.cancelled_caught
 
         before = len(trio_side.records)
+        event(f"a cancelled read ({trio_side.reader_state} reader)")
         assert self.trio.call(act), "a cancelled read returned a record"
         assert len(trio_side.records) == before
         self.settle()
@@ -1162,6 +1169,7 @@ class SupervisorMachine(RuleBasedStateMachine):
             awaitable.close()  # type: ignore[attr-defined]
             return None
 
+        event("a second reader was refused")
         assert isinstance(self.trio.call_sync(act), taskrunner.StreamBusyError)
         self.settle()
 
@@ -1596,4 +1604,82 @@ def test_a_replaced_task_that_ignores_its_cancel_is_reported_stuck(flavor: str) 
     assert m.tasks[1].records[1:] == [
         ("TaskStuck", 3.0, "replaced", 1.0),
         ("TaskCancelled", end, "replaced", None),
+    ]
+
+
+@pytest.mark.parametrize("flavor", ["trio", "asyncio"])
+def test_a_generator_blocks_while_the_stream_is_full_and_resumes_when_read(flavor: str) -> None:
+    # max_buffer=2, reader paused: x's TaskStarted and its first output fill the stream, so its
+    # second output (t=1.5) waits until the reader reads again (t=3), and the rest of x's life
+    # moves by that wait: its third output comes 1 s later, at t=4.
+    spec = _spec(flavor, True, delays=(0.5, 1.0, 1.0))
+    m = _run(
+        lambda m: m.trio.pause_reader(),
+        lambda m: m.create(spec, "x"),
+        lambda m: m.advance_clock(6),
+        lambda m: m.resume_reader(),
+        lambda m: m.advance_clock(4),
+        config=Config(max_buffer=2),
+    )
+    out = functools.partial(spec.value, "out", 0)
+    assert m.tasks[1].records[1:] == [
+        ("TaskOutput", 0.5, out(0)),
+        ("TaskOutput", 3.0, out(1)),
+        ("TaskOutput", 4.0, out(2)),
+        ("TaskFinished", 4.0, None),
+    ]
+
+
+@pytest.mark.parametrize("flavor", ["trio", "asyncio"])
+@pytest.mark.parametrize("how", ["cancel_task", "timeout", "close", "replace"])
+def test_an_output_waiting_for_room_is_delivered_when_its_task_is_cancelled(
+    flavor: str, how: str
+) -> None:
+    spec = _spec(flavor, True, delays=(0.5, 1.0), ending="long", linger=3.0, after_cancel=True,
+                 timeout=3 if how == "timeout" else None)
+    steps: list[Callable[[SupervisorMachine], Any]] = [
+        lambda m: m.trio.pause_reader(),
+        lambda m: m.create(spec, "x"),
+        lambda m: m.advance_clock(4),  # the second output (t=1.5) is blocked since then
+    ]
+    if how == "cancel_task":
+        steps.append(lambda m: m.cancel_task(_Data("x")))
+    elif how == "replace":
+        steps.append(lambda m: m.create(_spec(flavor, False, ending="long"), "x", dup="replace")
+        )
+    elif how == "timeout":
+        steps.append(lambda m: m.advance_clock(2))
+    m = _run(*steps, config=Config(max_buffer=2))
+    reason = {"cancel_task": "cancel_task", "close": "closed", "replace": "replaced"}.get(how)
+    end = 3.0 if how == "timeout" else 2.0
+    terminal = (
+        ("TaskTimedOut", end, 3.0, None) if reason is None else ("TaskCancelled", end, reason, None)
+    )
+    # Closed where it yielded: no lingering, no late value (the cancel reached the
+    # supervisor's forwarding, not the generator's code).
+    assert m.tasks[1].records[1:] == [
+        ("TaskOutput", 0.5, ("out", 0, 0)),
+        ("TaskOutput", end, ("out", 0, 1)),
+        terminal,
+    ]
+
+
+@pytest.mark.parametrize(("flavor", "gen"), KINDS, ids=KIND_IDS)
+@pytest.mark.parametrize("linger", [None, 1.0])
+def test_a_value_after_the_cancel_is_kept_on_the_terminal_record(
+    flavor: str, gen: bool, linger: float | None
+) -> None:
+    spec = _spec(flavor, gen, delays=(0.5, 1.0), linger=linger, after_cancel=True, bad=True)
+    m = _run(
+        lambda m: m.create(spec, "x"),
+        lambda m: m.advance_clock(2),
+        lambda m: m.cancel_task(_Data("x")),  # at t=1
+        lambda m: m.advance_clock(3),
+    )
+    outputs = [("TaskOutput", 0.5, BadRepr("out", 0, 0))] if gen else []
+    end = 1.0 + (linger or 0.0)
+    # Not forwarded as an output (stale speech), but kept: whatever its repr does.
+    assert m.tasks[1].records[1:] == [
+        *outputs,
+        ("TaskCancelled", end, "cancel_task", BadRepr("late", 0)),
     ]
