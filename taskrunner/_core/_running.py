@@ -52,7 +52,11 @@ class TaskRunning(RecordOutlet):
         raise NotImplementedError  # the supervisor's
 
     def _launch(self, handle: TaskHandle, now: float) -> None:
-        if handle.timeout is not None and handle._scope.deadline == math.inf:
+        if handle._deadline_set:
+            # Set through handle.deadline while pending (math.inf: none): it holds.
+            if self._watch is not None:
+                self._watch.deadline(handle, handle._scope.deadline, None)
+        elif handle.timeout is not None:
             deadline = now + handle.timeout
             handle._scope.deadline = deadline
             if self._watch is not None:

@@ -74,6 +74,7 @@ class TaskHandle:
         "_aio_task",
         "_body",
         "_cancel_at",
+        "_deadline_set",
         "_detail",
         "_done",
         "_is_gen",
@@ -124,6 +125,7 @@ class TaskHandle:
         self._shield_depth = 0
         self._pending_interrupt = False
         self._cancel_at: float | None = None
+        self._deadline_set = False  # set through .deadline (kept when a pending task starts)
         self._stuck_count = 0
         self._aio_task: Any = None
         self._body: Any = None

@@ -332,6 +332,7 @@ class Supervisor(TaskRunning):
         if handle.done:
             raise ValueError(f"task {handle.name!r} has ended; its deadline cannot change")
         handle._scope.deadline = deadline
+        handle._deadline_set = True
         if self._watch is not None and handle.state is TaskState.RUNNING:
             self._watch.deadline(handle, deadline, None)
 
