@@ -848,7 +848,7 @@ class SupervisorMachine(RuleBasedStateMachine):
         for t in self.running():
             if t.blocked is None:
                 continue
-            index, since, rest = t.blocked
+            index, _since, rest = t.blocked
             at = self.appended.get((t.id, index))
             if at is None:
                 continue
@@ -1190,7 +1190,9 @@ class SupervisorMachine(RuleBasedStateMachine):
         one stopped, with nothing lost or read twice."""
         event("a new reader took over")
         self.trio.start_reader()
-        assert self.trio.reader_error is None, f"a new reader was refused: {self.trio.reader_error!r}"
+        assert self.trio.reader_error is None, (
+            f"a new reader was refused: {self.trio.reader_error!r}"
+        )
         self.settle()
 
     @precondition(lambda self: self.trio.reader_state != "live" and not self.closed)
@@ -1717,8 +1719,15 @@ def test_a_generator_blocks_while_the_stream_is_full_and_resumes_when_read(flavo
 def test_an_output_waiting_for_room_is_delivered_when_its_task_is_cancelled(
     flavor: str, how: str
 ) -> None:
-    spec = _spec(flavor, True, delays=(0.5, 1.0), ending="long", linger=3.0, after_cancel=True,
-                 timeout=3 if how == "timeout" else None)
+    spec = _spec(
+        flavor,
+        True,
+        delays=(0.5, 1.0),
+        ending="long",
+        linger=3.0,
+        after_cancel=True,
+        timeout=3 if how == "timeout" else None,
+    )
     steps: list[Callable[[SupervisorMachine], Any]] = [
         lambda m: m.trio.pause_reader(),
         lambda m: m.create(spec, "x"),
@@ -1727,8 +1736,7 @@ def test_an_output_waiting_for_room_is_delivered_when_its_task_is_cancelled(
     if how == "cancel_task":
         steps.append(lambda m: m.cancel_task(_Data("x")))
     elif how == "replace":
-        steps.append(lambda m: m.create(_spec(flavor, False, ending="long"), "x", dup="replace")
-        )
+        steps.append(lambda m: m.create(_spec(flavor, False, ending="long"), "x", dup="replace"))
     elif how == "timeout":
         steps.append(lambda m: m.advance_clock(2))
     m = _run(*steps, config=Config(max_buffer=2))

@@ -7,7 +7,6 @@ waiters wake, then its terminal record is emitted.
 from __future__ import annotations
 
 import logging
-import math
 from collections import deque
 from typing import Any
 
