@@ -1806,3 +1806,21 @@ def test_a_deadline_moved_while_pending_holds_when_the_task_starts(
             ("TaskStuck", 5.0, "timed_out", 3.0),
             ("TaskTimedOut", end, 1.0, None),
         ]
+
+
+@pytest.mark.parametrize("flavor", ["trio", "asyncio"])
+def test_a_pending_task_whose_moved_deadline_passed_never_runs(flavor: str) -> None:
+    first = _spec(flavor, False, delays=(2.5,))
+    waiting = _spec(flavor, False, ending="long", linger=3.0, timeout=None)
+    m = _run(
+        lambda m: m.create(first, "x"),
+        lambda m: m.create(waiting, "y"),  # pending until x ends at t=2.5
+        lambda m: m.move_deadline(_Data(m.tasks[2]), 2),  # at t=0: t=1, while still pending
+        lambda m: m.advance_clock(10),
+        config=Config(limit=1),
+    )
+    # It starts and times out at once, without running (so it cannot be stuck either).
+    assert m.tasks[2].records[1:] == [
+        ("TaskStarted", 2.5, True, None, flavor),
+        ("TaskTimedOut", 2.5, None, None),
+    ]

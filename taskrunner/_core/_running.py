@@ -52,9 +52,11 @@ class TaskRunning(RecordOutlet):
 
     def _launch(self, handle: TaskHandle, now: float) -> None:
         if handle._deadline_set:
-            # Set through handle.deadline while pending (math.inf: none): it holds.
-            if self._watch is not None:
-                self._watch.deadline(handle, handle._scope.deadline, None)
+            # Set through handle.deadline while pending (math.inf: none): it holds. (Already
+            # past: the task ends timed out without running, nothing to watch.)
+            deadline = handle._scope.deadline
+            if self._watch is not None and deadline > now:
+                self._watch.deadline(handle, deadline, None)
         elif handle.timeout is not None:
             deadline = now + handle.timeout
             handle._scope.deadline = deadline
