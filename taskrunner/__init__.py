@@ -23,8 +23,26 @@ from ._core.supervisor import (
     open_supervisor,
     uninterruptible,
 )
-from ._session.context import Context, DataChange, current_context
+from ._session._abtests import TestConcluded
+from ._session._memory import MemoryProvider, StoreMemory
+from ._session._notify import Notifier, SMTPNotifier
+from ._session.context import (
+    Context,
+    DataChange,
+    current_context,
+    current_phase,
+    current_session,
+)
 from ._session.session import AgentHandler, Session, open_session
+from ._store import (
+    MemoryHit,
+    PostgresStore,
+    SQLiteStore,
+    Store,
+    StoreError,
+    Variable,
+    open_store,
+)
 
 __all__ = [
     "AgentHandler",
@@ -33,8 +51,17 @@ __all__ = [
     "DuplicateTaskNameError",
     "Flavor",
     "FlavorError",
+    "MemoryHit",
+    "MemoryProvider",
+    "Notifier",
+    "PostgresStore",
+    "SMTPNotifier",
+    "SQLiteStore",
     "Session",
     "SessionClosedError",
+    "Store",
+    "StoreError",
+    "StoreMemory",
     "StreamBusyError",
     "Supervisor",
     "SupervisorClosedError",
@@ -45,10 +72,15 @@ __all__ = [
     "TaskRunnerError",
     "TaskState",
     "TaskTimeoutError",
+    "TestConcluded",
+    "Variable",
     "WrongContextError",
     "current_context",
+    "current_phase",
+    "current_session",
     "current_task",
     "open_session",
+    "open_store",
     "open_supervisor",
     "uninterruptible",
 ]

@@ -12,6 +12,7 @@ from ._core.records import (
     TaskStuck,
     TaskTimedOut,
 )
+from ._session._abtests import TestConcluded
 from ._session.agent_events import (
     AudioEvent,
     CustomEvent,
@@ -48,6 +49,7 @@ __all__ = [
     "TaskStarted",
     "TaskStuck",
     "TaskTimedOut",
+    "TestConcluded",
     "TextEvent",
     "TextToSpeechEvent",
     "TimeoutEvent",

@@ -25,8 +25,9 @@ from .._core.supervisor import (
     flavor_misuse,
     open_supervisor,
 )
-from .agent_events import Event, StopEvent, TextEvent
-from .context import Context, _current_context
+from ._options import SessionOptions, check_session_options
+from .agent_events import Event, StopEvent, TextEvent, TimeoutEvent
+from .context import Context, _current_context, _current_phase
 from .records import HandlerFailed, HandlerOutput, SessionEnded, SessionStarted
 
 __all__ = ["AgentHandler", "Session", "open_session"]
@@ -103,6 +104,16 @@ class Session:
         self._idle_lot = ParkingLot()
         self._done = trio.Event()
         self._scope = trio.CancelScope()
+        # wait_for_playout: the seq of the handler's last output, and of the last record read
+        self._last_output_seq = 0
+        self._read_seq = 0
+        self._playout_lot = ParkingLot()
+        # input_timeout: silence since the last input sent by the user
+        self._input_timeout: float | None = None
+        self._last_input = trio.current_time()
+        self._silence_count = 0
+        self._silence_lot = ParkingLot()
+        self._silence_scope = trio.CancelScope()
 
     def __repr__(self) -> str:
         state = "stopping" if self._stopping else "open"
@@ -142,6 +153,12 @@ class Session:
             self.interrupt()
         if isinstance(event, StopEvent):
             self._stopping = True
+        self._last_input = trio.current_time()
+        self._silence_count = 0
+        self._silence_lot.unpark_all()
+        await self._enqueue(event)
+
+    async def _enqueue(self, event: Event) -> None:
         self._pending += 1
         try:
             await self._inbox_send.send(event)
@@ -176,7 +193,35 @@ class Session:
         """The session's one output stream, in order: ``SessionStarted``, ``HandlerOutput``,
         ``HandlerFailed``, every task record, and last ``SessionEnded``. One reader at a time;
         see :meth:`taskrunner.Supervisor.events` for what happens when nobody reads."""
-        return self._sup.events()
+        return _PlayoutTracker(self, self._sup.events())
+
+    def _was_read(self, seq: int) -> None:
+        self._read_seq = seq
+        if self._playout_lot and seq >= self._last_output_seq:
+            self._playout_lot.unpark_all()
+
+    async def _wait_for_playout(self) -> None:
+        target = self._last_output_seq
+        while self._read_seq < target:
+            await self._playout_lot.park()
+        await trio.lowlevel.checkpoint()
+
+    async def _watch_silence(self) -> None:
+        """input_timeout: a TimeoutEvent after each ``input_timeout`` of user silence."""
+        timeout = self._input_timeout
+        assert timeout is not None
+        with self._silence_scope:
+            while not self._stopping:
+                due = self._last_input + timeout * (self._silence_count + 1)
+                with trio.move_on_at(due) as waited:
+                    await self._silence_lot.park()
+                if not waited.cancelled_caught or self._stopping:
+                    continue  # an input came: the clock restarts
+                self._silence_count += 1
+                since = round((trio.current_time() - self._last_input) * 1000)
+                await self._enqueue(
+                    TimeoutEvent(data={"count": self._silence_count, "ms_since_input": since})
+                )
 
     # ------------------------------------------------------------------ the handler
 
@@ -195,6 +240,9 @@ class Session:
                         await self._end_tasks()
                         break
         finally:
+            self._silence_scope.cancel()
+            with trio.CancelScope(shield=True):
+                await self.context._finish()
             self._done.set()
             self._idle_lot.unpark_all()
 
@@ -206,7 +254,7 @@ class Session:
                     async with aclosing(self._handler(event, self.context)) as agen:
                         async for out in agen:
                             await sup.emit_with_backpressure(
-                                partial(_handler_output, out=out, input=event)
+                                partial(self._handler_output, out=out, input=event)
                             )
                 else:
                     await self._handler(event, self.context)
@@ -223,9 +271,14 @@ class Session:
         except asyncio.CancelledError as exc:  # asyncio code cancelled itself
             self._failed(exc, event)
 
+    def _handler_output(self, seq: int, at: float, *, out: Any, input: Event) -> HandlerOutput:
+        self._last_output_seq = seq
+        return HandlerOutput(seq, at, out, input)
+
     def _output(self, out: Any, input: Event) -> None:
         sup = self._sup
-        sup.emit(HandlerOutput(sup.next_seq(), trio.current_time(), out, input))
+        seq = self._last_output_seq = sup.next_seq()
+        sup.emit(HandlerOutput(seq, trio.current_time(), out, input))
 
     def _failed(self, exc: BaseException, input: Event) -> None:
         exc = flavor_misuse(exc, self._flavor, "the handler", "open_session") or exc
@@ -257,17 +310,41 @@ class Session:
         sup.emit(SessionEnded(sup.next_seq(), trio.current_time(), self.session_id))
 
 
-def _publisher(hub: RecordHub, session_id: str, then: RecordSink | None) -> RecordSink:
+class _PlayoutTracker:
+    """``session.events()``: the supervisor's records, noting how far they were read."""
+
+    __slots__ = ("_records", "_session")
+
+    def __init__(self, session: Session, records: AsyncIterator[Record]) -> None:
+        self._session = session
+        self._records = records
+
+    def __aiter__(self) -> _PlayoutTracker:
+        return self
+
+    async def __anext__(self) -> Record:
+        record = await self._records.__anext__()
+        self._session._was_read(record.seq)
+        return record
+
+
+def _publisher(
+    hub: RecordHub, session_id: str, then: RecordSink | None, context: list[Context[Any]]
+) -> RecordSink:
     def publish(record: Record) -> None:
-        hub.publish(session_id, record.to_dict())
+        d = record.to_dict()
+        if context:
+            ctx = context[0]
+            task_id = d.get("task_id")
+            phase = ctx.task_phase(task_id) if task_id is not None else _current_phase.get()
+            if phase is not None:
+                d["phase"] = phase
+            d = ctx._redact(d)
+        hub.publish(session_id, d)
         if then is not None:
             then(record)
 
     return publish
-
-
-def _handler_output(seq: int, at: float, *, out: Any, input: Event) -> HandlerOutput:
-    return HandlerOutput(seq, at, out, input)
 
 
 @asynccontextmanager
@@ -288,6 +365,14 @@ async def open_session(
     stuck_after: float | None = 10.0,
     on_record: RecordSink | None = None,
     hub: RecordHub | None = None,
+    store: Any = None,
+    parameters: dict[str, Any] | None = None,
+    input_timeout: float | None = None,
+    writable_keys: Any = None,
+    restore: dict[str, Any] | str | None = None,
+    userdata: Any = None,
+    memory: Any = None,
+    notifier: Any = None,
 ) -> AsyncIterator[Session]:
     """Run one agent session for the duration of the block.
 
@@ -304,9 +389,33 @@ async def open_session(
     ``max_buffer``, ``history``, ``stuck_after`` and ``on_record`` are as for
     :func:`taskrunner.open_supervisor`. With ``hub`` (a ``taskrunner.tools.hub.Hub``), the
     session registers itself (so the debugger can cancel its tasks and interrupt it) and
-    publishes every record there as it is appended.
+    publishes every record there as it is appended (with masked variable values redacted).
+
+    The Context (see "The Context" and "The store" in the README): ``store`` (a
+    :class:`taskrunner.Store`, a URL, or None for ``taskrunner.db`` in the working
+    directory) holds variables, A/B tests, outcomes, memory and checkpoints;
+    ``parameters`` go into the session data (source ``"parameters"``) before the
+    ``StartEvent``; ``input_timeout`` (seconds) sends ``TimeoutEvent(data={"count",
+    "ms_since_input"})`` after each such silence of the user; ``writable_keys`` limits
+    ``set_data``; ``restore`` resumes from ``context.checkpoint()`` (or the session id of
+    one saved in the store); ``userdata`` is ``context.userdata``; ``memory`` a
+    ``MemoryProvider`` (default: full-text search in the store); ``notifier`` tells the
+    ``notify`` addresses when an A/B test concludes.
     """
     is_gen = _check_handler(handler)
+    opts: SessionOptions = check_session_options(
+        store=store,
+        parameters=parameters,
+        input_timeout=input_timeout,
+        writable_keys=writable_keys,
+        restore=restore,
+        memory=memory,
+        notifier=notifier,
+    )
+    if session_id is None and isinstance(restore, dict):
+        session_id = restore.get("session_id")
+    elif session_id is None and isinstance(restore, str):
+        session_id = restore
     flavor = _check_flavor(flavor)
     if session_id is None:
         session_id = f"session-{uuid.uuid4().hex[:12]}"
@@ -340,8 +449,9 @@ async def open_session(
         or (max_pending_inputs < 1)
     ):
         raise ValueError(f"max_pending_inputs must be a positive int, got {max_pending_inputs!r}")
+    published_context: list[Context[Any]] = []
     if hub is not None:
-        on_record = _publisher(hub, session_id, on_record)
+        on_record = _publisher(hub, session_id, on_record, published_context)
     async with open_supervisor(
         flavor=flavor,
         max_buffer=max_buffer,
@@ -364,10 +474,17 @@ async def open_session(
             variables=dict(variables),
             history_per_key=data_history_per_key,
             on_interrupt=interrupt,
+            store=opts.store,
+            writable_keys=opts.writable_keys,
+            userdata=userdata,
+            memory=opts.memory,
+            notifier=opts.notifier,
         )
+        published_context.append(context)
         session = Session(
             sup, handler, is_gen, flavor, context, interrupt_on, grace, max_pending_inputs
         )
+        context._session = session
         sup.call_before_close(session._emit_ended)
         if hub is not None:
             hub.register(session_id, session)
@@ -375,7 +492,12 @@ async def open_session(
         sup.emit(
             SessionStarted(sup.next_seq(), trio.current_time(), session_id, agent_id, environment)
         )
+        await context._start(opts.parameters, opts.restore)
         sup.start_job(session._dispatch, name=f"taskrunner.session:{session_id}")
+        if opts.input_timeout is not None:
+            session._input_timeout = opts.input_timeout
+            session._last_input = trio.current_time()
+            sup.start_job(session._watch_silence, name=f"taskrunner.silence:{session_id}")
         try:
             yield session
         except BaseException:
