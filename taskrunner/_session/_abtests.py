@@ -12,8 +12,10 @@ reserved by an atomic store transaction, so counted assignments never exceed
 its process's pool (the first session of a test new to the store, or a pool being
 refilled) gets the fallback option (``default``, else the heaviest option) and is not
 counted. Slots a process reserved and did not use go back when its last session on that
-store ends (or at ``store.aclose()``); a process that dies keeps them, and the test then
-concludes on ``max_iterations`` with fewer sessions. Statistics count sessions that ended.
+store ends (or at ``store.aclose()``). The test concludes on ``max_iterations`` when a
+session ends and the counted sessions of the store reach it; a process that dies holding
+slots keeps them from the others (sessions then get the fallback, uncounted). Statistics
+count the sessions that have ended.
 """
 
 from __future__ import annotations
@@ -66,6 +68,7 @@ class TestConcluded(Record):
     notify_error: str | None
 
     source: ClassVar[str] = "session"
+    __test__: ClassVar[bool] = False  # not a pytest test class, despite its name
 
 
 def _number(value: Any) -> bool:
@@ -387,8 +390,6 @@ class Testing:
             grant, state = await self.store.reserve_slots(self.agent_id, name, limit, BLOCK)
             self.known[name] = state
             self._pools.counts[key] = self._pools.counts.get(key, 0) + grant
-            if grant == 0 and self._pools.counts[key] == 0:
-                await self._conclude(name, definition, "max_iterations", None, limit, [])
         except Exception:
             logger.exception(
                 "session %r: could not reserve slots of test %r", self.session_id, name
@@ -452,7 +453,7 @@ class Testing:
                         _report(name, self.agent_id, reason, winner, conf, sessions, definition),
                     )
                 except Exception as exc:
-                    error = f"{type(exc).__name__}: {exc}"
+                    error = _describe(exc)
         if error is not None:
             logger.warning("test %r concluded; notifying %s failed: %s", name, addresses, error)
         else:
@@ -473,6 +474,14 @@ class Testing:
                 error,
             )
         )
+
+
+def _describe(exc: BaseException) -> str:
+    try:
+        text = str(exc)
+    except Exception:
+        text = "<str() of the exception raised>"
+    return f"{type(exc).__name__}: {text}"
 
 
 def _report(
