@@ -12,17 +12,10 @@ from typing import Any
 
 import pytest
 import trio
+from context_support import converse
+from smtp_sink import smtp_sink
 
 import taskrunner
-from context_support import (  # noqa: F401
-    converse,
-    flavor,
-    make_store,
-    sqlite_store,
-    store,
-    store_url,
-)
-from smtp_sink import smtp_sink
 from taskrunner.events import StartEvent, TestConcluded
 
 
@@ -100,7 +93,7 @@ async def run_until_concluded(handler: Any, store: taskrunner.Store, bound: int 
 
 
 async def test_max_confidence(store: taskrunner.Store) -> None:
-    n, record = await run_until_concluded(satisfied_handler(), store)
+    _, record = await run_until_concluded(satisfied_handler(), store)
     assert record.reason == "max_confidence" and record.winner == "a"
     assert record.confidence >= 90
     stats = {s.option: s for s in await store.test_stats("", "t")}

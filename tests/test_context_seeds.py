@@ -9,9 +9,9 @@ from pathlib import Path
 from types import ModuleType
 
 import trio
+from context_support import Ran, converse, outputs
 
 import taskrunner
-from context_support import Ran, converse, flavor, outputs, sqlite_store  # noqa: F401
 from taskrunner.events import (
     AudioEvent,
     CustomEvent,
@@ -61,7 +61,8 @@ async def test_data(flavor: str, sqlite_store: taskrunner.Store) -> None:
     )
     assert ran.context.get_data("read") == ["John", ["coffee", "sandwich"], "k"]
     assert ran.context.get_data("order_total") == 15.99
-    assert [c.source for c in ran.context.data_history("user_name")] == ["handler"] * 4  # Start, Stop
+    # the handler ran on the StartEvent and the StopEvent, two writes each
+    assert [c.source for c in ran.context.data_history("user_name")] == ["handler"] * 4
 
 
 async def test_completion_messages(flavor: str, sqlite_store: taskrunner.Store) -> None:
@@ -79,7 +80,9 @@ async def test_completion_messages(flavor: str, sqlite_store: taskrunner.Store) 
 
 
 async def test_cache(flavor: str, sqlite_store: taskrunner.Store) -> None:
-    ran = await converse(load("ctx_cache").handler, [StartEvent()], flavor=flavor, store=sqlite_store)
+    ran = await converse(
+        load("ctx_cache").handler, [StartEvent()], flavor=flavor, store=sqlite_store
+    )
     assert ran.context.get_data("cached") == ["weather in NYC", 5]
 
 
