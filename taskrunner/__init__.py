@@ -35,8 +35,10 @@ from ._session.context import (
 )
 from ._session.session import AgentHandler, Session, open_session
 from ._store import (
+    CheckpointNotFoundError,
     MemoryHit,
     PostgresStore,
+    SessionResult,
     SQLiteStore,
     Store,
     StoreError,
@@ -46,6 +48,7 @@ from ._store import (
 
 __all__ = [
     "AgentHandler",
+    "CheckpointNotFoundError",
     "Context",
     "DataChange",
     "DuplicateTaskNameError",
@@ -59,6 +62,7 @@ __all__ = [
     "SQLiteStore",
     "Session",
     "SessionClosedError",
+    "SessionResult",
     "Store",
     "StoreError",
     "StoreMemory",

@@ -41,21 +41,27 @@ async def converse(
     handler: Any, inputs: Sequence[Event], *, after: float = 0.0, **kwargs: Any
 ) -> Ran:
     """Open a session, send each input (waiting until it is handled), let ``after`` seconds
-    pass, leave the block; every record is read."""
+    pass, leave the block; every record is read. An error of ``open_session`` (or of the
+    block) propagates as itself, not in an exception group."""
     records: list[Record] = []
-    async with trio.open_nursery() as nursery:
-        async with taskrunner.open_session(handler, **kwargs) as session:
+    try:
+        async with trio.open_nursery() as nursery:
+            async with taskrunner.open_session(handler, **kwargs) as session:
 
-            async def read() -> None:
-                async for record in session.events():
-                    records.append(record)
+                async def read() -> None:
+                    async for record in session.events():
+                        records.append(record)
 
-            nursery.start_soon(read)
-            for event in inputs:
-                await session.send(event)
-                await session.wait_until_handled()
-            if after:
-                await trio.sleep(after)
+                nursery.start_soon(read)
+                for event in inputs:
+                    await session.send(event)
+                    await session.wait_until_handled()
+                if after:
+                    await trio.sleep(after)
+    except BaseExceptionGroup as group:
+        if len(group.exceptions) == 1:
+            raise group.exceptions[0] from None
+        raise
     return Ran(records, session)
 
 

@@ -28,9 +28,9 @@ from collections.abc import Callable, Coroutine
 from typing import Any, ClassVar
 
 import attrs
+import trio
 
 from .._core.records import Record
-from .._store._open import store_exists
 from .._store._protocol import SessionResult, Store, TestState
 from ._notify import Notifier
 from ._outcomes import Outcomes
@@ -179,8 +179,21 @@ def fallback(definition: dict[str, Any]) -> str:
 @attrs.define
 class _Pools:
     counts: dict[tuple[str, str], int] = attrs.Factory(dict)
-    refilling: set[tuple[str, str]] = attrs.Factory(set)
+    #: the refills under way, set when each is done
+    refilling: dict[tuple[str, str], trio.Event] = attrs.Factory(dict)
     users: int = 0
+
+    def begin_refill(self, key: tuple[str, str]) -> bool:
+        """True if the caller must refill ``key`` (no refill under way)."""
+        if key in self.refilling:
+            return False
+        self.refilling[key] = trio.Event()
+        return True
+
+    def end_refill(self, key: tuple[str, str]) -> None:
+        done = self.refilling.pop(key, None)
+        if done is not None:
+            done.set()
 
 
 _pools: weakref.WeakKeyDictionary[Any, _Pools] = weakref.WeakKeyDictionary()
@@ -249,23 +262,23 @@ class Testing:
 
     # ------------------------------------------------------------ session life
 
-    async def start(self) -> None:
-        """Load the agent's tests and fill this process's slot pools (session opening)."""
+    async def start(self, exists: bool) -> None:
+        """Load the agent's tests and fill this process's slot pools (session opening);
+        ``exists`` is False for a store with nothing in it yet (no file)."""
         self._started = True
         self._pools.users += 1
-        if not store_exists(self.store):
+        if not exists:
             return
         for state in await self.store.load_tests(self.agent_id):
             self.known[state.name] = state
             key = (self.agent_id, state.name)
             limit = capped(state.definition)
-            if (
-                limit is not None
-                and not state.concluded
-                and self._pools.counts.get(key, 0) == 0
-                and key not in self._pools.refilling
-            ):
-                self._pools.refilling.add(key)
+            if limit is None or state.concluded or self._pools.counts.get(key, 0) > 0:
+                continue
+            under_way = self._pools.refilling.get(key)
+            if under_way is not None:
+                await under_way.wait()  # another session of this process is reserving
+            elif self._pools.begin_refill(key):
                 await self._refill(state.name, state.definition)
 
     async def finish(self) -> None:
@@ -316,8 +329,7 @@ class Testing:
                 option, counted = self._draw(definition), True
             else:
                 option, counted = fallback(definition), False
-            if self._pools.counts.get(key, 0) < BLOCK // 2 and key not in self._pools.refilling:
-                self._pools.refilling.add(key)
+            if self._pools.counts.get(key, 0) < BLOCK // 2 and self._pools.begin_refill(key):
                 self._spawn(lambda: self._refill(name, definition), f"taskrunner.refill:{name}")
         else:
             option, counted = self._draw(definition), True
@@ -395,7 +407,7 @@ class Testing:
                 "session %r: could not reserve slots of test %r", self.session_id, name
             )
         finally:
-            self._pools.refilling.discard(key)
+            self._pools.end_refill(key)
 
     async def _check(self, name: str, definition: dict[str, Any]) -> None:
         stop = definition["stop"]

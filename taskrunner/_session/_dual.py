@@ -14,14 +14,16 @@ T = TypeVar("T")
 
 def dual(fn: Callable[..., Coroutine[Any, Any, T]], *args: Any) -> Awaitable[T]:
     """``fn(*args)`` (a trio coroutine) awaitable from the calling flavour: as is from trio,
-    through ``trio_asyncio.trio_as_aio`` from asyncio code running on trio-asyncio's loop."""
+    as an asyncio future of trio-asyncio's loop from asyncio code running on it."""
     try:
         library = sniffio.current_async_library()
     except sniffio.AsyncLibraryNotFoundError:
         library = "trio"
     if library == "asyncio":
-        import trio_asyncio
+        import asyncio
 
-        result: Awaitable[T] = trio_asyncio.trio_as_aio(fn)(*args)
+        # The running loop is trio-asyncio's: it runs trio code as an asyncio future.
+        loop: Any = asyncio.get_running_loop()
+        result: Awaitable[T] = loop.trio_as_future(fn, *args)
         return result
     return fn(*args)

@@ -24,7 +24,7 @@ from .._core.handle import TaskHandle
 from .._core.records import jsonable
 from .._core.supervisor import Flavor, Supervisor, TaskHandler, current_task
 from .._store._open import resolve_store, store_exists
-from .._store._protocol import MemoryHit, Store
+from .._store._protocol import CheckpointNotFoundError, MemoryHit, Store
 from ._abtests import Assignment, Testing
 from ._conversation import Cache, Conversation
 from ._dual import dual
@@ -545,7 +545,8 @@ class Context(Generic[T]):
     async def _start(self, parameters: dict[str, Any], restore: Any) -> None:
         """Session opening: variables from the store, the restored state, the parameters,
         the tests (before the StartEvent)."""
-        if store_exists(self.store):
+        exists = await trio.to_thread.run_sync(store_exists, self.store)
+        if exists:
             stored = await self.store.variables_for(self.agent_id, self.environment)
             merged, self._masked = merge_variables(stored, self._given_variables)
             self.variables.clear()
@@ -554,13 +555,15 @@ class Context(Generic[T]):
         if isinstance(restore, str):
             loaded = await self.store.load_checkpoint(restore)
             if loaded is None:
-                raise LookupError(f"restore={restore!r}: {self.store.url} has no checkpoint of it")
+                raise CheckpointNotFoundError(
+                    f"restore={restore!r}: {self.store.url} has no checkpoint of it"
+                )
             restore = loaded
         if restore is not None:
             self._restore(restore)
         for key, value in parameters.items():
             self._write(key, value, "parameters")
-        await self.testing.start()
+        await self.testing.start(exists)
 
     async def _finish(self) -> None:
         try:

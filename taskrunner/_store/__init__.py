@@ -2,11 +2,21 @@
 
 from ._open import DEFAULT_STORE_URL, default_store, open_store, resolve_store
 from ._postgres import PostgresStore
-from ._protocol import MemoryHit, OptionStats, SessionResult, Store, StoreError, TestState, Variable
+from ._protocol import (
+    CheckpointNotFoundError,
+    MemoryHit,
+    OptionStats,
+    SessionResult,
+    Store,
+    StoreError,
+    TestState,
+    Variable,
+)
 from ._sqlite import SQLiteStore
 
 __all__ = [
     "DEFAULT_STORE_URL",
+    "CheckpointNotFoundError",
     "MemoryHit",
     "OptionStats",
     "PostgresStore",

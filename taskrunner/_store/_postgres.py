@@ -102,7 +102,7 @@ class PostgresStore(SQLStore):
         with conn.cursor() as cur:
             cur.execute(
                 f"SELECT memory_id, content, metadata, ts_rank(tsv, q) FROM tr_memory, "
-                f"({query}) AS q WHERE namespace = %s AND tsv @@ q "
+                f"(SELECT {query} AS q) AS qs WHERE namespace = %s AND tsv @@ q "
                 f"ORDER BY 4 DESC, created LIMIT %s",
                 (*words, namespace, limit),
             )

@@ -17,6 +17,7 @@ import attrs
 from .._core.errors import TaskRunnerError
 
 __all__ = [
+    "CheckpointNotFoundError",
     "MemoryHit",
     "OptionStats",
     "SessionResult",
@@ -29,6 +30,10 @@ __all__ = [
 
 class StoreError(TaskRunnerError, RuntimeError):
     """The store could not be opened or a stored value could not be read back."""
+
+
+class CheckpointNotFoundError(TaskRunnerError, LookupError):
+    """``open_session(restore=SESSION_ID)``: the store has no checkpoint of that session."""
 
 
 @attrs.frozen
