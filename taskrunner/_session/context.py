@@ -393,9 +393,10 @@ class Context(Generic[T]):
         """True while any task of the session is still running."""
         return self._sup.has_unfinished_tasks()
 
-    async def wait_for_all_tasks(self, timeout: float | None = None) -> bool:
-        """Wait until every task (but the calling one) has ended; False if ``timeout`` passed."""
-        return await self._sup.wait_for_all_tasks(timeout)
+    def wait_for_all_tasks(self, timeout: float | None = None) -> Awaitable[bool]:
+        """``await`` it: wait until every task (but the calling one) has ended; False if
+        ``timeout`` passed. Works from both flavours; cancelling the wait affects no task."""
+        return dual(self._sup.wait_for_all_tasks, timeout)
 
     # ------------------------------------------------------------------ call stack, playout
 

@@ -336,7 +336,11 @@ def _publisher(
         if context:
             ctx = context[0]
             task_id = d.get("task_id")
-            phase = ctx.task_phase(task_id) if task_id is not None else _current_phase.get()
+            # a task's phase is kept by the Context; TaskStarted (issued inside create_task)
+            # and the handler's records take the phase of the code that made them
+            phase = ctx.task_phase(task_id) if task_id is not None else None
+            if phase is None:
+                phase = _current_phase.get()
             if phase is not None:
                 d["phase"] = phase
             d = ctx._redact(d)
