@@ -34,7 +34,7 @@ from .._core.records import Record
 from .._store._protocol import SessionResult, Store, TestState
 from ._notify import Notifier
 from ._outcomes import Outcomes
-from ._stats import best_option, confidence
+from ._stats import best_option, confidence, outcome_kind
 
 __all__ = ["BLOCK", "TestConcluded", "Testing", "release_unused_slots", "validate_test"]
 
@@ -423,8 +423,7 @@ class Testing:
         target = stop.get("target_outcome")
         if "max_confidence" in stop:
             wanted += 1
-            outcome = self.outcomes.items.get(target)
-            kind = outcome.type if outcome is not None else "float"
+            kind = outcome_kind(stats, target)
             conf = confidence(stats, target, list(definition["options"]), kind)
             if conf is not None and conf >= stop["max_confidence"]:
                 met.append("max_confidence")

@@ -17,7 +17,7 @@ import math
 
 from .._store._protocol import OptionStats
 
-__all__ = ["MIN_SAMPLES", "best_option", "confidence"]
+__all__ = ["MIN_SAMPLES", "best_option", "confidence", "outcome_kind"]
 
 #: Sessions with the target outcome each option needs before a confidence is computed.
 MIN_SAMPLES = 2
@@ -27,6 +27,14 @@ def _phi(z: float) -> float:
     if math.isinf(z):
         return 1.0 if z > 0 else 0.0
     return 0.5 * (1.0 + math.erf(z / math.sqrt(2.0)))
+
+
+def outcome_kind(stats: list[OptionStats], outcome: str) -> str:
+    """The type the sessions recorded ``outcome`` with (``"float"`` if unknown)."""
+    for s in stats:
+        if outcome in s.kinds:
+            return s.kinds[outcome]
+    return "float"
 
 
 def best_option(stats: list[OptionStats], outcome: str) -> str | None:

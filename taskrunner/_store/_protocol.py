@@ -89,12 +89,14 @@ class TestState:
 @attrs.frozen
 class OptionStats:
     """Figures of one option of a test: sessions assigned at random (``sessions``), and for
-    each outcome recorded by those sessions ``(count, mean, variance)`` (sample variance,
-    0.0 below two values)."""
+    each numeric outcome recorded by those sessions ``(count, mean, variance)`` (sample
+    variance, 0.0 below two values)."""
 
     option: str
     sessions: int
     outcomes: dict[str, tuple[int, float, float]]
+    #: each outcome's type (``"boolean"``, ``"integer"``, ``"float"``)
+    kinds: dict[str, str] = attrs.field(factory=dict)
 
 
 @attrs.frozen

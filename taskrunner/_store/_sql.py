@@ -408,18 +408,23 @@ class SQLStore:
             )
             figures = self._fetchall(
                 conn,
-                "SELECT a.option, o.name, COUNT(o.num), AVG(o.num), SUM(o.num * o.num) "
+                "SELECT a.option, o.name, MAX(o.type), COUNT(o.num), AVG(o.num), "
+                "SUM(o.num * o.num) "
                 "FROM tr_assignments a JOIN tr_outcomes o ON o.agent_id = a.agent_id "
                 "AND o.session_id = a.session_id WHERE a.agent_id = ? AND a.test = ? "
                 "AND a.counted = 1 AND o.num IS NOT NULL GROUP BY a.option, o.name",
                 (agent_id, name),
             )
             per: dict[str, dict[str, tuple[int, float, float]]] = {}
-            for option, outcome, n, mean, sumsq in figures:
+            kinds: dict[str, dict[str, str]] = {}
+            for option, outcome, kind, n, mean, sumsq in figures:
                 n, mean, sumsq = int(n), float(mean), float(sumsq)
                 var = max(0.0, (sumsq - n * mean * mean) / (n - 1)) if n > 1 else 0.0
                 per.setdefault(option, {})[outcome] = (n, mean, var)
-            return [OptionStats(o, int(n), per.get(o, {})) for o, n in counts]
+                kinds.setdefault(option, {})[outcome] = kind
+            return [
+                OptionStats(o, int(n), per.get(o, {}), kinds.get(o, {})) for o, n in counts
+            ]
 
         return await self._call(op)
 

@@ -1,7 +1,8 @@
 """``python -m taskrunner``: run an agent with a scripted conversation, or the demo.
 
 Commands: ``run MODULE`` (a handler module or path, with ``--say``/``--wait`` steps), ``demo``
-(the built-in order agent and script), ``stress`` (many sessions at once, with checks).
+(the built-in order agent and script), ``stress`` (many sessions at once, with checks),
+``variables set|list|unset`` and ``tests`` (the store's variables and A/B tests).
 """
 
 from __future__ import annotations
@@ -70,6 +71,17 @@ def _add_output_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ui", action="store_true", help="serve the debugger page while it runs")
     _add_server_options(p)
     p.add_argument("--record", metavar="FILE.jsonl", help="record every record as JSON lines")
+    from .store_cli import add_store_option
+
+    add_store_option(p)
+    p.add_argument(
+        "--param",
+        action="append",
+        metavar="KEY=VALUE",
+        help="a session parameter, in the session data before the StartEvent (repeatable)",
+    )
+    p.add_argument("--agent", metavar="ID", default="", help="the session's agent_id")
+    p.add_argument("--environment", metavar="ENV", default="", help="the session's environment")
 
 
 def _add_server_options(p: argparse.ArgumentParser) -> None:
@@ -101,6 +113,10 @@ def _parser() -> argparse.ArgumentParser:
     from .stress import add_stress_parser
 
     add_stress_parser(sub)
+
+    from .store_cli import add_store_parsers
+
+    add_store_parsers(sub)
 
     debug = sub.add_parser("debug", help="open a recording (--record) in the debugger page")
     debug.add_argument("recording", metavar="FILE.jsonl")
@@ -141,6 +157,10 @@ async def run_conversation(
     lifespan: Callable[[], AbstractAsyncContextManager[dict[str, str]]] | None = None,
     session_id: str | None = None,
     hub: Any = None,
+    store: Any = None,
+    parameters: dict[str, Any] | None = None,
+    agent_id: str = "",
+    environment: str = "",
 ) -> Any:
     """Open a session, send ``StartEvent``, play ``script``, stop, and render everything.
 
@@ -155,11 +175,17 @@ async def run_conversation(
                 variables=variables,
                 session_id=session_id,
                 hub=hub,
+                store=store,
+                parameters=parameters,
+                agent_id=agent_id,
+                environment=environment,
             ) as session:
+
+                redact = session.context._redact
 
                 async def show() -> None:
                     async for record in session.events():
-                        renderer.render(record)
+                        renderer.render(redact(record))
 
                 nursery.start_soon(show)
                 await session.send(StartEvent())
@@ -260,6 +286,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "debug":
         logging.basicConfig(level=logging.WARNING)
         return _debug_recording(args)
+    if args.command in ("variables", "tests"):
+        from .store_cli import run_tests, run_variables
+
+        return run_variables(args) if args.command == "variables" else run_tests(args)
     if args.command == "stress":
         logging.getLogger("taskrunner").setLevel(logging.CRITICAL)  # planned failures
         return int(args.run(args))
@@ -292,6 +322,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise SystemExit(f"error: FLAVOR must be 'asyncio' or 'trio', got {flavor!r}")
         lifespan = getattr(module, "lifespan", None)
     clock = trio.testing.MockClock(rate=args.speed) if args.speed != 1.0 else None
+    from .store_cli import parse_params, store_from_args
+
+    store = store_from_args(args)
+    parameters = parse_params(args.param)
 
     def conversation(hub: Any) -> Any:
         return run_conversation(
@@ -302,6 +336,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             pause=args.pause,
             lifespan=lifespan,
             hub=hub,
+            store=store,
+            parameters=parameters,
+            agent_id=args.agent,
+            environment=args.environment,
         )
 
     try:
