@@ -458,10 +458,92 @@ async def test_duplicate_name_replaces_in_the_context(flavor: str, sqlite_store:
     async def handler(event: Any, context: taskrunner.Context) -> None:
         if isinstance(event, TextEvent):
             context.create_task(slow(1), name="lookup")
-            context.create_task(slow(2), name="lookup")
+            second = slow(2)
+            try:
+                context.create_task(second, name="lookup")
+            except taskrunner.DuplicateTaskNameError:
+                second.close()
+                raise
             context.cancel_all_tasks()
 
     ran = await converse(handler, [TextEvent.from_text("go")], flavor=flavor, store=sqlite_store)
     cancelled = ran.of(TaskCancelled)
     assert [c.reason for c in cancelled][:1] == ["replaced"]
     assert outputs(ran) == []
+
+
+class ListMemory:
+    """A MemoryProvider of the test's own: substring search over a list."""
+
+    def __init__(self) -> None:
+        self.items: dict[str, str] = {}
+
+    async def search(self, query: str, limit: int) -> list[taskrunner.MemoryHit]:
+        await trio.lowlevel.checkpoint()
+        return [taskrunner.MemoryHit(k, v, {}, 1.0) for k, v in self.items.items()
+                if query in v][:limit]
+
+    async def add(self, content: str, metadata: dict[str, Any]) -> str:
+        await trio.lowlevel.checkpoint()
+        key = f"m{len(self.items)}"
+        self.items[key] = content
+        return key
+
+    async def delete(self, memory_id: str) -> bool:
+        await trio.lowlevel.checkpoint()
+        return self.items.pop(memory_id, None) is not None
+
+
+class FailingMemory(ListMemory):
+    async def search(self, query: str, limit: int) -> list[taskrunner.MemoryHit]:
+        raise _Unprintable()
+
+
+class _Unprintable(Exception):
+    def __str__(self) -> str:
+        raise RuntimeError("no str")
+
+
+async def test_custom_memory_provider_and_its_failures(flavor: str, sqlite_store: Any) -> None:
+    got: list[Any] = []
+
+    async def handler(event: Any, context: taskrunner.Context) -> None:
+        if isinstance(event, StartEvent):
+            await context.add_memory("likes tea")
+            got.append([h.content for h in await context.search_memory("tea")])
+        if isinstance(event, TextEvent):
+            await context.search_memory("tea")
+
+    memory = ListMemory()
+    ran = await converse(handler, [StartEvent()], flavor=flavor, store=sqlite_store,
+                         memory=memory)
+    assert got == [["likes tea"]] and memory.items == {"m0": "likes tea"}
+    ran = await converse(handler, [TextEvent.from_text("x")], flavor=flavor,
+                         store=sqlite_store, memory=FailingMemory())
+    [failed] = ran.of(taskrunner.events.HandlerFailed)
+    assert isinstance(failed.error, _Unprintable)
+    assert type(ran.records[-1]).__name__ == "SessionEnded"
+
+
+class BrokenStore(taskrunner.SQLiteStore):
+    async def record_session(self, result: Any) -> None:
+        raise OSError("disk full")
+
+
+async def test_a_store_failing_at_the_end_is_logged(
+    flavor: str, tmp_path: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    from helpers import check_stream_invariants
+
+    async def handler(event: Any, context: taskrunner.Context) -> None:
+        if isinstance(event, StartEvent):
+            context.add_outcome("n", "integer")
+            context.trigger_outcome("n")
+
+    store = BrokenStore(tmp_path / "b.db")
+    ran = await converse(handler, [StartEvent()], flavor=flavor, store=store)
+    await store.aclose()
+    assert type(ran.records[-1]).__name__ == "SessionEnded"
+    check_stream_invariants(ran.records)
+    assert any("could not record its tests and outcomes" in r.getMessage()
+               and "disk full" in r.exc_text for r in caplog.records if r.exc_text)

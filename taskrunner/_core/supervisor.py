@@ -224,7 +224,10 @@ def flavor_misuse(exc: BaseException, flavor: str, who: str, call: str) -> Flavo
 
     ``who`` names the code (``"task 'x'"``), ``call`` the call that sets its flavour.
     """
-    msg = str(exc)
+    try:
+        msg = str(exc)
+    except Exception:  # an exception whose __str__ raises is not trio's or asyncio's
+        return None
     if flavor == "trio" and (
         (isinstance(exc, TypeError) and "unrecognized yield message" in msg)
         or (isinstance(exc, RuntimeError) and "no running event loop" in msg)
