@@ -10,14 +10,12 @@ from __future__ import annotations
 
 import inspect
 import logging
-import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
-import attrs
 import trio
 
 from .._core.handle import TaskHandle
@@ -25,8 +23,10 @@ from .._core.records import jsonable
 from .._core.supervisor import Flavor, Supervisor, TaskHandler, current_task
 from .._store._open import resolve_store, store_exists
 from .._store._protocol import CheckpointNotFoundError, MemoryHit, Store
-from ._abtests import Assignment, Testing
+from ._abtests import Testing
+from ._checkpoint import apply_checkpoint, make_checkpoint
 from ._conversation import Cache, Conversation
+from ._data import DataChange
 from ._dual import dual
 from ._memory import MemoryProvider, StoreMemory
 from ._notify import Notifier
@@ -42,12 +42,10 @@ if TYPE_CHECKING:
 else:
     T = TypeVar("T")
 
-__all__ = ["CHECKPOINT_VERSION", "Context", "DataChange", "current_context", "current_phase",
+__all__ = ["Context", "DataChange", "current_context", "current_phase",
            "current_session"]
 
 logger = logging.getLogger("taskrunner")
-
-CHECKPOINT_VERSION = 1
 
 _current_context: ContextVar[Context[Any] | None] = ContextVar(
     "taskrunner.current_context", default=None
@@ -74,33 +72,6 @@ def current_phase() -> str | None:
     """The label of the innermost ``with context.phase(label):`` around the caller, also
     inside tasks created within it; None outside any phase."""
     return _current_phase.get()
-
-
-@attrs.frozen
-class DataChange:
-    """One write of session data: ``value`` set under ``key`` at ``at`` by ``source``.
-
-    ``source`` is the ``source=`` given to ``set_data``, else ``"handler"``, the name of the
-    task that wrote it, or ``"external"`` for code outside the handler and its tasks;
-    ``"parameters"`` for session parameters. ``deleted`` marks the removal by
-    ``clear_data``.
-    """
-
-    key: str
-    value: Any
-    at: float
-    source: str
-    deleted: bool = False
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-safe form."""
-        return {
-            "key": self.key,
-            "value": jsonable(self.value),
-            "at": self.at,
-            "source": self.source,
-            "deleted": self.deleted,
-        }
 
 
 def _supports_replace(sup: Supervisor) -> bool:
@@ -486,62 +457,11 @@ class Context(Generic[T]):
     def checkpoint(self) -> dict[str, Any]:
         """The session's state as JSON-safe data, for ``open_session(restore=...)``: data and
         its trail, completion messages, cache, test assignments, outcomes, testing metadata,
-        and the variables that are not masked. Values that are not JSON become their repr."""
-        out = {
-            "version": CHECKPOINT_VERSION,
-            "session_id": self.session_id,
-            "agent_id": self.agent_id,
-            "environment": self.environment,
-            "wall": time.time(),
-            "data": jsonable(self.data),
-            "trail": {k: [c.to_dict() for c in t] for k, t in self._trail.items()},
-            "completion_messages": self._conversation.get(),
-            "cache": jsonable(self._cache.items),
-            "tests": {
-                n: {"option": a.option, "counted": a.counted, "definition": a.definition}
-                for n, a in self.testing.assignments.items()
-            },
-            "outcomes": self.testing.outcomes.to_dict(),
-            "testing_metadata": jsonable(self.testing.metadata),
-            "variables": {k: v for k, v in self.variables.items() if k not in self._masked},
-        }
-        redacted: dict[str, Any] = self._redact(out)
-        return redacted
+        and the variables that are not masked (masked values are redacted wherever they
+        appear). Values that are not JSON become their repr."""
+        return make_checkpoint(self)
 
     # ------------------------------------------------------------------ session life
-
-    def _restore(self, cp: Any) -> None:
-        if not isinstance(cp, dict):
-            raise TypeError(
-                f"restore= takes a dict from Context.checkpoint() or a session id, "
-                f"got {type(cp).__name__}"
-            )
-        if cp.get("version") != CHECKPOINT_VERSION:
-            raise ValueError(
-                f"restore=: checkpoint version {cp.get('version')!r} is not supported "
-                f"(this taskrunner reads version {CHECKPOINT_VERSION})"
-            )
-        try:
-            for key, value in cp["data"].items():
-                self.data[key] = value
-            for key, changes in cp["trail"].items():
-                trail = self._trail[key] = deque(maxlen=self._history_per_key)
-                for c in changes:
-                    trail.append(
-                        DataChange(key, c["value"], c["at"], c["source"], c.get("deleted", False))
-                    )
-            self._conversation.set(cp["completion_messages"])
-            self._cache.items = dict(cp["cache"])
-            for name, a in cp["tests"].items():
-                self.testing.assignments[name] = Assignment(
-                    a["option"], a["counted"], a["definition"]
-                )
-            self.testing.outcomes.restore(cp["outcomes"])
-            self.testing.metadata.update(cp["testing_metadata"])
-        except (KeyError, AttributeError, TypeError) as exc:
-            raise ValueError(
-                f"restore=: not a checkpoint from Context.checkpoint(): {exc!r}"
-            ) from None
 
     async def _start(self, parameters: dict[str, Any], restore: Any) -> None:
         """Session opening: variables from the store, the restored state, the parameters,
@@ -561,7 +481,7 @@ class Context(Generic[T]):
                 )
             restore = loaded
         if restore is not None:
-            self._restore(restore)
+            apply_checkpoint(self, restore)
         for key, value in parameters.items():
             self._write(key, value, "parameters")
         await self.testing.start(exists)
