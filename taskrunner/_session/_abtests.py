@@ -38,7 +38,7 @@ from ._testdefs import TestConcluded, capped, fallback, validate_test
 
 __all__ = ["BLOCK", "TestConcluded", "Testing", "release_unused_slots", "validate_test"]
 
-logger = logging.getLogger("taskrunner")
+logger = logging.getLogger("taskrunner.context")
 
 Spawn = Callable[[Callable[[], Coroutine[Any, Any, None]], str], None]
 

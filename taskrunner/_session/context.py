@@ -45,7 +45,7 @@ else:
 __all__ = ["Context", "DataChange", "current_context", "current_phase",
            "current_session"]
 
-logger = logging.getLogger("taskrunner")
+logger = logging.getLogger("taskrunner.context")
 
 _current_context: ContextVar[Context[Any] | None] = ContextVar(
     "taskrunner.current_context", default=None
