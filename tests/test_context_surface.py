@@ -4,7 +4,6 @@ checkpoints, userdata, phases, playout, parameters and input timeouts; bad input
 from __future__ import annotations
 
 import asyncio
-import inspect
 import json
 from dataclasses import dataclass
 from typing import Any
@@ -442,14 +441,6 @@ async def test_memory_bad_input(sqlite_store: Any) -> None:
     await in_handler(body, "trio", sqlite_store)
 
 
-_HAS_REPLACE = "on_duplicate" in inspect.signature(taskrunner.Supervisor.create_task).parameters
-
-
-@pytest.mark.xfail(
-    not _HAS_REPLACE,
-    reason="needs core: Supervisor.create_task(on_duplicate='replace') (issue 8)",
-    strict=True,
-)
 async def test_duplicate_name_replaces_in_the_context(flavor: str, sqlite_store: Any) -> None:
     async def slow(n: int) -> int:
         await (trio.sleep(100) if flavor == "trio" else asyncio.sleep(100))
@@ -458,17 +449,12 @@ async def test_duplicate_name_replaces_in_the_context(flavor: str, sqlite_store:
     async def handler(event: Any, context: taskrunner.Context) -> None:
         if isinstance(event, TextEvent):
             context.create_task(slow(1), name="lookup")
-            second = slow(2)
-            try:
-                context.create_task(second, name="lookup")
-            except taskrunner.DuplicateTaskNameError:
-                second.close()
-                raise
+            context.create_task(slow(2), name="lookup")
             context.cancel_all_tasks()
 
     ran = await converse(handler, [TextEvent.from_text("go")], flavor=flavor, store=sqlite_store)
-    cancelled = ran.of(TaskCancelled)
-    assert [c.reason for c in cancelled][:1] == ["replaced"]
+    reasons = {(c.task, c.task_id): c.reason for c in ran.of(TaskCancelled)}
+    assert reasons == {("lookup", 1): "replaced", ("lookup", 2): "cancel_all"}
     assert outputs(ran) == []
 
 

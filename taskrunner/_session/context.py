@@ -8,26 +8,26 @@ what goes to the store is done off the trio thread.
 
 from __future__ import annotations
 
-import inspect
 import logging
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar
 
+import attrs
 import trio
 
+from .._core._flavored import flavored
 from .._core.handle import TaskHandle
 from .._core.records import jsonable
 from .._core.supervisor import Flavor, Supervisor, TaskHandler, current_task
-from .._store._open import resolve_store, store_exists
+from .._store._open import known_to_exist, resolve_store, store_exists
 from .._store._protocol import CheckpointNotFoundError, MemoryHit, Store
 from ._abtests import Testing
 from ._checkpoint import apply_checkpoint, make_checkpoint
 from ._conversation import Cache, Conversation
 from ._data import DataChange
-from ._dual import dual
 from ._memory import MemoryProvider, StoreMemory
 from ._notify import Notifier
 from ._variables import MASK, Redactor, merge_variables, redactor
@@ -72,13 +72,6 @@ def current_phase() -> str | None:
     """The label of the innermost ``with context.phase(label):`` around the caller, also
     inside tasks created within it; None outside any phase."""
     return _current_phase.get()
-
-
-def _supports_replace(sup: Supervisor) -> bool:
-    try:
-        return "on_duplicate" in inspect.signature(sup.create_task).parameters
-    except (TypeError, ValueError):  # pragma: no cover
-        return False
 
 
 class Context(Generic[T]):
@@ -143,14 +136,14 @@ class Context(Generic[T]):
         )
         self._session: Session | None = None
         self._task_phase: dict[int, str] = {}
-        self._replace = _supports_replace(sup)
 
     def __repr__(self) -> str:
         return f"<Context session={self.session_id!r} agent={self.agent_id!r}>"
 
     def _emit(self, make: Callable[[int, float], Any]) -> None:
         sup = self._sup
-        sup.emit(make(sup.next_seq(), trio.current_time()))
+        at = trio.current_time()
+        sup.emit(attrs.evolve(make(sup.next_seq(), at), **sup.stamp(at)))
 
     # ------------------------------------------------------------------ data
 
@@ -322,25 +315,23 @@ class Context(Generic[T]):
         handler: TaskHandler,
         name: str | None = None,
         interruptible: bool = False,
-        timeout: float | None = 30,
+        timeout: float | Literal["default"] | None = "default",
         *,
         flavor: Flavor | None = None,
     ) -> TaskHandle:
         """Start a background task; see :meth:`taskrunner.Supervisor.create_task`.
 
         As the seeds' runtime does, a name held by a running task replaces it: that task is
-        cancelled (reason ``"replaced"``) and the new one starts under the name. The task
-        sees this context through :func:`current_context`, and the phase it was created in
-        through :func:`current_phase`; the flavour defaults to the session's.
+        cancelled (reason ``"replaced"``) and the new one starts under the name. ``timeout``
+        defaults to the session's ``default_timeout`` (30 s). The task sees this context
+        through :func:`current_context`, and the phase it was created in through
+        :func:`current_phase`; the flavour defaults to the session's.
         """
         token = _current_context.set(self)
         try:
-            if self._replace:
-                handle = self._sup.create_task(  # type: ignore[call-arg]
-                    handler, name, interruptible, timeout, flavor=flavor, on_duplicate="replace"
-                )
-            else:
-                handle = self._sup.create_task(handler, name, interruptible, timeout, flavor=flavor)
+            handle = self._sup.create_task(
+                handler, name, interruptible, timeout, flavor=flavor, on_duplicate="replace"
+            )
         finally:
             _current_context.reset(token)
         phase = _current_phase.get()
@@ -354,7 +345,9 @@ class Context(Generic[T]):
 
     def cancel_interruptible_tasks(self) -> int:
         """Cancel the interruptible tasks (reason ``"interrupted"``), as a user barge-in does."""
-        return self._on_interrupt()
+        task = current_task()
+        origin = f"task:{task.name}" if task is not None and task._sup is self._sup else "handler"
+        return self._sup.cancel_interruptible_tasks(origin=origin)
 
     def cancel_all_tasks(self) -> int:
         """Cancel every task but the calling one (reason ``"cancel_all"``)."""
@@ -365,9 +358,10 @@ class Context(Generic[T]):
         return self._sup.has_unfinished_tasks()
 
     def wait_for_all_tasks(self, timeout: float | None = None) -> Awaitable[bool]:
-        """``await`` it: wait until every task (but the calling one) has ended; False if
-        ``timeout`` passed. Works from both flavours; cancelling the wait affects no task."""
-        return dual(self._sup.wait_for_all_tasks, timeout)
+        """Wait until every task (but the calling one) has ended; False if ``timeout`` passed.
+
+        Works from trio and asyncio code alike; cancelling the wait affects no task."""
+        return self._sup.wait_for_all_tasks(timeout)
 
     # ------------------------------------------------------------------ call stack, playout
 
@@ -396,7 +390,7 @@ class Context(Generic[T]):
         session = self._session
         if session is None:
             raise RuntimeError("wait_for_playout() needs the context of an open session")
-        return dual(session._wait_for_playout)
+        return flavored(session._wait_for_playout)
 
     # ------------------------------------------------------------------ memory
 
@@ -407,7 +401,7 @@ class Context(Generic[T]):
             raise TypeError(f"search_memory query is a str, got {type(query).__name__}")
         if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
             raise ValueError(f"search_memory limit is an int >= 1, got {limit!r}")
-        return dual(self.memory.search, query, limit)
+        return flavored(self.memory.search, query, limit)
 
     def add_memory(self, text: str, metadata: dict[str, Any] | None = None) -> Awaitable[str]:
         """``await`` it: store ``text`` (with JSON ``metadata``) in long-term memory; its id."""
@@ -419,13 +413,13 @@ class Context(Generic[T]):
             raise TypeError(f"add_memory metadata is a dict, got {type(metadata).__name__}")
         from ._conversation import _json_copy
 
-        return dual(self.memory.add, text, _json_copy(metadata, "add_memory metadata"))
+        return flavored(self.memory.add, text, _json_copy(metadata, "add_memory metadata"))
 
     def delete_memory(self, memory_id: str) -> Awaitable[bool]:
         """``await`` it: delete a memory; False if there was none."""
         if not isinstance(memory_id, str):
             raise TypeError(f"delete_memory takes a memory id (str), got {memory_id!r}")
-        return dual(self.memory.delete, memory_id)
+        return flavored(self.memory.delete, memory_id)
 
     # ------------------------------------------------------------------ inspecting
 
@@ -466,7 +460,9 @@ class Context(Generic[T]):
     async def _start(self, parameters: dict[str, Any], restore: Any) -> None:
         """Session opening: variables from the store, the restored state, the parameters,
         the tests (before the StartEvent)."""
-        exists = await trio.to_thread.run_sync(store_exists, self.store)
+        exists = known_to_exist(self.store) or await trio.to_thread.run_sync(
+            store_exists, self.store
+        )
         if exists:
             stored = await self.store.variables_for(self.agent_id, self.environment)
             merged, self._masked = merge_variables(stored, self._given_variables)

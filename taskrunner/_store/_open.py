@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import weakref
 from typing import Any
 
 from ._protocol import Store
@@ -70,7 +71,22 @@ def resolve_store(store: Any) -> Store:
     )
 
 
+_existing: weakref.WeakSet[Any] = weakref.WeakSet()
+
+
 def store_exists(store: Store) -> bool:
-    """False only for a SQLite store whose file does not exist yet (nothing to read)."""
+    """False only for a SQLite store whose file does not exist yet (nothing to read).
+
+    Blocking (a ``stat``): call it in a worker thread. See :func:`known_to_exist`.
+    """
     path = getattr(store, "path", None)
-    return path is None or os.path.exists(path)
+    exists = path is None or os.path.exists(path)
+    if exists:
+        _existing.add(store)
+    return exists
+
+
+def known_to_exist(store: Store) -> bool:
+    """True once :func:`store_exists` has seen ``store`` exist (or it has no file): a check
+    without I/O, so sessions after the first skip the worker thread."""
+    return store in _existing or getattr(store, "path", None) is None
