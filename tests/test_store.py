@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -266,3 +268,43 @@ async def test_bad_stores(tmp_path: Path) -> None:
     down = taskrunner.PostgresStore("postgresql://nobody@127.0.0.1:1/db")
     with pytest.raises(taskrunner.StoreError, match="cannot connect"):
         await down.list_tests()
+
+
+async def test_a_refused_write_loses_nothing(store_url: str) -> None:
+    base = type(make_store(store_url))
+
+    class Refusing(base):  # type: ignore[valid-type, misc]
+        refuse = False
+
+        @contextmanager
+        def _write(self, conn: Any) -> Iterator[Any]:
+            with super()._write(conn) as cur:
+                yield cur
+                if self.refuse:
+                    raise RuntimeError("refused before commit")
+
+    s = Refusing(store_url[len("sqlite:///"):] if store_url.startswith("sqlite") else store_url)
+    await s.define_test("ag", "t", {"options": {"a": 1.0}, "stop": {}})
+    await s.record_session(SessionResult("ag", "s1", (("t", "a", True),),
+                                         (("score", "float", 2.0),)))
+    await s.set_variable(Variable("org", "", "", "KEY", "kept"))
+    s.refuse = True
+    with pytest.raises(RuntimeError, match="refused"):
+        await s.record_session(SessionResult("ag", "s1", (("t", "a", True),),
+                                             (("score", "float", 99.0),)))
+    with pytest.raises(RuntimeError, match="refused"):
+        await s.set_variable(Variable("org", "", "", "KEY", "lost?"))
+    with pytest.raises(RuntimeError, match="refused"):
+        await s.reserve_slots("ag", "t", 10, 5)
+    s.refuse = False
+    [stats] = await s.test_stats("ag", "t")
+    assert stats.outcomes["score"][:2] == (1, 2.0)  # the first figures, whole
+    assert [v.value for v in await s.list_variables()] == ["kept"]
+    assert (await s.list_tests("ag"))[0].reserved == 0
+    # a write the database itself refuses is a StoreError, and loses nothing either
+    with pytest.raises(taskrunner.StoreError, match="IntegrityError|UniqueViolation"):
+        await s.record_session(SessionResult("ag", "s1", (("t", "a", True), ("t", "a", True)),
+                                             ()))
+    [stats] = await s.test_stats("ag", "t")
+    assert stats.outcomes["score"][:2] == (1, 2.0)
+    await s.aclose()

@@ -65,6 +65,11 @@ class PostgresStore(SQLStore):
         except psycopg.Error as exc:
             raise StoreError(f"cannot connect to {self.url}: {exc}") from exc
 
+    def _driver_errors(self) -> tuple[type[BaseException], ...]:
+        import psycopg
+
+        return (psycopg.Error,)
+
     @contextmanager
     def _write(self, conn: Any) -> Iterator[Any]:
         with conn.transaction(), conn.cursor() as cur:

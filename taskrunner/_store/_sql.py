@@ -136,7 +136,18 @@ class SQLStore:
                     conn.close()
                     raise
                 self._conn = conn
-            return fn(self._conn)
+            try:
+                return fn(self._conn)
+            except self._driver_errors() as exc:
+                # The transaction was rolled back; a broken connection is opened anew next time.
+                try:
+                    self._conn.close()
+                finally:
+                    self._conn = None
+                raise StoreError(f"{self.url}: {type(exc).__name__}: {exc}") from exc
+
+    def _driver_errors(self) -> tuple[type[BaseException], ...]:
+        raise NotImplementedError
 
     async def _call(self, fn: Callable[[Any], T]) -> T:
         return await trio.to_thread.run_sync(partial(self._run, fn))

@@ -48,6 +48,11 @@ class SQLiteStore(SQLStore):
             raise StoreError(f"cannot open the SQLite store {self.path}: {exc}") from exc
         return conn
 
+    def _driver_errors(self) -> tuple[type[BaseException], ...]:
+        import sqlite3
+
+        return (sqlite3.Error,)
+
     @contextmanager
     def _write(self, conn: Any) -> Iterator[Any]:
         cur = conn.cursor()
