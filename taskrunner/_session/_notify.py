@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import email.message
-import smtplib
 from collections.abc import Sequence
 from typing import Protocol, runtime_checkable
 
@@ -63,6 +61,9 @@ class SMTPNotifier:
         return f"<SMTPNotifier {self.host}:{self.port} from {self.sender}>"
 
     def _send(self, addresses: Sequence[str], subject: str, body: str) -> None:
+        import email.message  # here, so that `import taskrunner` stays cheap
+        import smtplib
+
         msg = email.message.EmailMessage()
         msg["From"] = self.sender
         msg["To"] = ", ".join(addresses)
