@@ -153,3 +153,16 @@ def test_tests_command(store_url: str, capsys: pytest.CaptureFixture[str]) -> No
     assert cli(capsys, "tests", "--agent", "other", "--store", store_url)[1].startswith(
         "no A/B tests"
     )
+
+
+def test_input_timeout_from_the_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = cli(capsys, "run", str(ROOT / "examples/seeds/guide_basic.py"), "--json",
+                       "--store", f"sqlite:///{tmp_path / 't.db'}", "--speed", "50",
+                       "--input-timeout", "4", "--say", "hi", "--wait", "9")
+    said = [json.loads(line)["event"]["text"] for line in out.splitlines()
+            if json.loads(line)["type"] == "HandlerOutput"]
+    assert code == 0
+    assert said == ["Hello!", "You said: hi", "Are you still there?", "Are you still there?",
+                    "Goodbye!"]
+    with pytest.raises(SystemExit, match="--input-timeout must be > 0"):
+        main(["run", str(ROOT / "examples/seeds/guide_basic.py"), "--input-timeout", "0"])

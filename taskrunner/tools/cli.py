@@ -82,6 +82,13 @@ def _add_output_options(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--agent", metavar="ID", default="", help="the session's agent_id")
     p.add_argument("--environment", metavar="ENV", default="", help="the session's environment")
+    p.add_argument(
+        "--input-timeout",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="send a TimeoutEvent after this much silence (session clock)",
+    )
 
 
 def _add_server_options(p: argparse.ArgumentParser) -> None:
@@ -161,6 +168,7 @@ async def run_conversation(
     parameters: dict[str, Any] | None = None,
     agent_id: str = "",
     environment: str = "",
+    input_timeout: float | None = None,
 ) -> Any:
     """Open a session, send ``StartEvent``, play ``script``, stop, and render everything.
 
@@ -177,6 +185,7 @@ async def run_conversation(
                 hub=hub,
                 store=store,
                 parameters=parameters,
+                input_timeout=input_timeout,
                 agent_id=agent_id,
                 environment=environment,
             ) as session:
@@ -296,6 +305,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     _configure_logging(args.json)
     if args.speed <= 0:
         raise SystemExit("error: --speed must be > 0")
+    if args.input_timeout is not None and not args.input_timeout > 0:
+        raise SystemExit(f"error: --input-timeout must be > 0, got {args.input_timeout:g}")
     if args.json:
         from .render import JsonRenderer
 
@@ -340,6 +351,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             parameters=parameters,
             agent_id=args.agent,
             environment=args.environment,
+            input_timeout=args.input_timeout,
         )
 
     try:
