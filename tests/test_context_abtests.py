@@ -283,3 +283,27 @@ async def test_add_tests_is_all_or_nothing(flavor: str, sqlite_store: taskrunner
     assert seen == {"a": "x", "b": "y"}
     assert ran.context.get_test("b") == "y"
     assert json.dumps(ran.context.checkpoint()["tests"])  # JSON-safe
+
+
+async def test_a_store_failing_at_the_start_refuses_the_session(tmp_path: Path) -> None:
+    from taskrunner._session._abtests import _pools_for
+
+    class Flaky(taskrunner.SQLiteStore):
+        fail = True
+
+        async def load_tests(self, agent_id: str) -> Any:
+            if self.fail:
+                raise taskrunner.StoreError("database unreachable")
+            return await super().load_tests(agent_id)
+
+    s = Flaky(tmp_path / "f.db")
+    handler = capped_handler(2)
+    await converse(handler, [StartEvent()], store=s)  # no file yet: nothing loaded
+    with pytest.raises(taskrunner.StoreError, match="unreachable"):
+        await converse(handler, [StartEvent()], store=s)
+    assert _pools_for(s).users == 0
+    s.fail = False
+    ran = await converse(handler, [StartEvent()], store=s)
+    assert ran.context.testing.assignments["t"].counted
+    assert _pools_for(s).users == 0 and not any(_pools_for(s).counts.values())
+    await s.aclose()

@@ -134,11 +134,19 @@ class Testing:
 
     async def start(self, exists: bool) -> None:
         """Load the agent's tests and fill this process's slot pools (session opening);
-        ``exists`` is False for a store with nothing in it yet (no file)."""
+        ``exists`` is False for a store with nothing in it yet (no file). If it fails, the
+        session does not count as a user of the store."""
         self._started = True
         self._pools.users += 1
-        if not exists:
-            return
+        try:
+            if exists:
+                await self._load()
+        except BaseException:
+            self._started = False
+            self._pools.users -= 1
+            raise
+
+    async def _load(self) -> None:
         for state in await self.store.load_tests(self.agent_id):
             self.known[state.name] = state
             key = (self.agent_id, state.name)

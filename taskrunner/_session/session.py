@@ -250,9 +250,12 @@ class Session:
                     continue  # an input came: the clock restarts
                 self._silence_count += 1
                 since = round((trio.current_time() - self._last_input) * 1000)
-                await self._send(
-                    TimeoutEvent(data={"count": self._silence_count, "ms_since_input": since})
-                )
+                try:
+                    await self._send(
+                        TimeoutEvent(data={"count": self._silence_count, "ms_since_input": since})
+                    )
+                except (SessionClosedError, trio.ClosedResourceError):
+                    return  # the session closed while the input queue was full
 
     # ------------------------------------------------------------------ the handler
 
