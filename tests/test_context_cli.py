@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import logging
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +17,18 @@ from taskrunner.events import StartEvent
 from taskrunner.tools.cli import main
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(autouse=True)
+def _restore_logging() -> Iterator[None]:
+    """main() configures logging for a terminal (a filter on the supervisor's logger, root
+    handlers); put it back, so that later tests see the log as they expect."""
+    sup_log, root = logging.getLogger("taskrunner"), logging.getLogger()
+    filters, handlers, level = sup_log.filters[:], root.handlers[:], root.level
+    yield
+    sup_log.filters[:] = filters
+    root.handlers[:] = handlers
+    root.setLevel(level)
 
 
 def cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:

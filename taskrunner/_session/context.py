@@ -460,9 +460,9 @@ class Context(Generic[T]):
     async def _start(self, parameters: dict[str, Any], restore: Any) -> None:
         """Session opening: variables from the store, the restored state, the parameters,
         the tests (before the StartEvent)."""
-        exists = known_to_exist(self.store) or await trio.to_thread.run_sync(
-            store_exists, self.store
-        )
+        # One stat of the SQLite file, on this thread: a session that keeps nothing must not
+        # make the first use of a store (or a worker thread) just to learn there is no file.
+        exists = known_to_exist(self.store) or store_exists(self.store)
         if exists:
             stored = await self.store.variables_for(self.agent_id, self.environment)
             merged, self._masked = merge_variables(stored, self._given_variables)

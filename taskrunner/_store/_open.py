@@ -77,7 +77,8 @@ _existing: weakref.WeakSet[Any] = weakref.WeakSet()
 def store_exists(store: Store) -> bool:
     """False only for a SQLite store whose file does not exist yet (nothing to read).
 
-    Blocking (a ``stat``): call it in a worker thread. See :func:`known_to_exist`.
+    One ``stat`` of a local path (no lock, no network); once the file exists,
+    :func:`known_to_exist` answers without it.
     """
     path = getattr(store, "path", None)
     exists = path is None or os.path.exists(path)
