@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 import trio
-from context_support import converse
+from context_support import converse, make_store
 from smtp_sink import smtp_sink
 
 import taskrunner
@@ -178,7 +178,10 @@ async def handler(event, context):
         context.add_test("t", {"a": 1, "b": 1}, stop={"max_iterations": 10})
 
 async def main():
-    store = taskrunner.SQLiteStore(sys.argv[1])
+    store = taskrunner.open_store(sys.argv[1])
+    await store.list_tests()  # connected and ready
+    print("ready", flush=True)
+    sys.stdin.readline()  # both processes start together
     counted = concluded = 0
     for _ in range(int(sys.argv[2])):
         async with taskrunner.open_session(handler, store=store) as s:
@@ -196,24 +199,35 @@ trio.run(main)
 """
 
 
-def test_two_processes_share_one_sqlite_file(tmp_path: Path) -> None:
-    db = tmp_path / "shared.db"
+def test_two_processes_share_one_store(tmp_path: Path, store_url: str) -> None:
+    """Two processes, one SQLite file (or one PostgreSQL database)."""
     worker = tmp_path / "worker.py"
     worker.write_text(_WORKER)
     env = dict(os.environ)
     procs = [
-        subprocess.Popen([sys.executable, str(worker), str(db), "25"], stdout=subprocess.PIPE,
-                         text=True, env=env)
+        subprocess.Popen([sys.executable, str(worker), store_url, "25"], stdout=subprocess.PIPE,
+                         stdin=subprocess.PIPE, text=True, env=env)
         for _ in range(2)
     ]
-    outs = [p.communicate(timeout=120)[0] for p in procs]
+    for p in procs:
+        assert p.stdout is not None and p.stdout.readline() == "ready\n"
+    for p in procs:  # both go at once
+        assert p.stdin is not None
+        p.stdin.write("go\n")
+        p.stdin.close()
+    outs = []
+    for p in procs:
+        assert p.stdout is not None
+        outs.append(p.stdout.read())
+        p.wait(120)
     assert all(p.returncode == 0 for p in procs), outs
     counts = [tuple(map(int, o.split())) for o in outs]
+    print("counted and concluded per process:", counts)
     total = sum(c for c, _ in counts)
     assert total <= 10  # never exceeded
 
     async def check() -> None:
-        s = taskrunner.SQLiteStore(db)
+        s = make_store(store_url)
         assert await counted(s) == total
         [state] = await s.list_tests()
         assert state.concluded == (total == 10)
