@@ -31,11 +31,11 @@ async def counted(store: taskrunner.Store, name: str = "t", agent: str = "") -> 
     return sum(s.sessions for s in await store.test_stats(agent, name))
 
 
-async def test_max_iterations_across_sessions(store: taskrunner.Store) -> None:
+async def test_max_iterations_across_sessions(store: taskrunner.Store, flavor: str) -> None:
     handler = capped_handler(5, default="b")
     got, concluded = [], []
     for _ in range(12):
-        ran = await converse(handler, [StartEvent()], store=store)
+        ran = await converse(handler, [StartEvent()], store=store, flavor=flavor)
         got.append(ran.context.testing.assignments["t"])
         concluded += ran.of(TestConcluded)
     assert await counted(store) == 5
@@ -84,16 +84,18 @@ def satisfied_handler(**stop: Any) -> Any:
     return handler
 
 
-async def run_until_concluded(handler: Any, store: taskrunner.Store, bound: int = 80) -> Any:
+async def run_until_concluded(
+    handler: Any, store: taskrunner.Store, bound: int = 80, flavor: str = "asyncio"
+) -> Any:
     for i in range(bound):
-        ran = await converse(handler, [StartEvent()], store=store)
+        ran = await converse(handler, [StartEvent()], store=store, flavor=flavor)
         if ran.of(TestConcluded):
             return i + 1, ran.of(TestConcluded)[0]
     raise AssertionError(f"the test did not conclude in {bound} sessions")
 
 
-async def test_max_confidence(store: taskrunner.Store) -> None:
-    _, record = await run_until_concluded(satisfied_handler(), store)
+async def test_max_confidence(store: taskrunner.Store, flavor: str) -> None:
+    _, record = await run_until_concluded(satisfied_handler(), store, flavor=flavor)
     assert record.reason == "max_confidence" and record.winner == "a"
     assert record.confidence >= 90
     stats = {s.option: s for s in await store.test_stats("", "t")}

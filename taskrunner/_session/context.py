@@ -82,6 +82,9 @@ class Context(Generic[T]):
     :meth:`get_data` / :meth:`set_data` and its trail; completion messages; the cache; A/B
     tests and outcomes (also through ``context.testing``); background tasks shared with the
     session's supervisor; memory; :meth:`checkpoint`; :meth:`phase`; ``userdata``.
+
+    ``store`` is the session's :class:`taskrunner.Store`, ``memory`` its memory provider,
+    ``testing`` its tests-and-outcomes manager.
     """
 
     def __init__(
