@@ -38,6 +38,9 @@ async def test_max_iterations_across_sessions(store: taskrunner.Store, flavor: s
         ran = await converse(handler, [StartEvent()], store=store, flavor=flavor)
         got.append(ran.context.testing.assignments["t"])
         concluded += ran.of(TestConcluded)
+        # the last session of the process gave back every slot it did not use
+        [state] = await store.list_tests()
+        assert state.reserved == sum(a.counted for a in got)
     assert await counted(store) == 5
     assert sum(a.counted for a in got) == 5
     # the first session met a test new to the store: the default, not counted

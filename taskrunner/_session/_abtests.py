@@ -181,7 +181,11 @@ class Testing:
         finally:
             self._pools.users -= 1
             if self._pools.users == 0:
-                await release_unused_slots(self.store)
+                # a reservation still under way would add slots after the release below
+                for under_way in list(self._pools.refilling.values()):
+                    await under_way.wait()
+                if self._pools.users == 0:
+                    await release_unused_slots(self.store)
 
     # ------------------------------------------------------------ the handler's calls
 
