@@ -326,3 +326,17 @@ async def test_a_store_failing_at_the_start_refuses_the_session(tmp_path: Path) 
     assert ran.context.testing.assignments["t"].counted
     assert _pools_for(s).users == 0 and not any(_pools_for(s).counts.values())
     await s.aclose()
+
+
+async def test_a_restored_draw_counts_once(store: taskrunner.Store) -> None:
+    handler = capped_handler(3)
+    await converse(handler, [StartEvent()], store=store)  # defines the test
+    first = await converse(handler, [StartEvent()], store=store)
+    assert first.context.testing.assignments["t"].counted
+    cp = first.context.checkpoint()
+    same = await converse(handler, [StartEvent()], store=store, restore=cp)
+    other = await converse(handler, [StartEvent()], store=store, restore=cp, session_id="copy")
+    assert same.context.get_test("t") == other.context.get_test("t") == first.context.get_test("t")
+    assert same.context.testing.assignments["t"].counted
+    assert not other.context.testing.assignments["t"].counted
+    assert await counted(store) == 1

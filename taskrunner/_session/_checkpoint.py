@@ -67,9 +67,12 @@ def apply_checkpoint(ctx: Context[Any], cp: Any) -> None:
                 )
         ctx._conversation.set(cp["completion_messages"])
         ctx._cache.items = dict(cp["cache"])
+        # Under another session id, a restored draw must not count a second time: its slot
+        # was the original session's.
+        same_session = cp["session_id"] == ctx.session_id
         for name, a in cp["tests"].items():
             ctx.testing.assignments[name] = Assignment(
-                a["option"], a["counted"], a["definition"]
+                a["option"], bool(a["counted"]) and same_session, a["definition"]
             )
         ctx.testing.outcomes.restore(cp["outcomes"])
         ctx.testing.metadata.update(cp["testing_metadata"])
