@@ -340,3 +340,15 @@ async def test_a_restored_draw_counts_once(store: taskrunner.Store) -> None:
     assert same.context.testing.assignments["t"].counted
     assert not other.context.testing.assignments["t"].counted
     assert await counted(store) == 1
+
+
+async def test_a_concluded_test_whose_options_changed(sqlite_store: taskrunner.Store) -> None:
+    await sqlite_store.define_test("", "t", {"options": {"old": 1.0}, "stop": {}})
+    assert await sqlite_store.conclude_test("", "t", "max_iterations", "old")
+
+    async def handler(event: Any, context: taskrunner.Context) -> None:
+        if isinstance(event, StartEvent):
+            context.add_test("t", {"new": 1, "newer": 3})
+
+    ran = await converse(handler, [StartEvent()], store=sqlite_store)
+    assert ran.context.get_test("t") == "newer"  # the heaviest, as the old winner is gone

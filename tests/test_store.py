@@ -308,3 +308,18 @@ async def test_a_refused_write_loses_nothing(store_url: str) -> None:
     [stats] = await s.test_stats("ag", "t")
     assert stats.outcomes["score"][:2] == (1, 2.0)
     await s.aclose()
+
+
+@pytest.mark.parametrize(
+    ("args", "error", "match"),
+    [
+        (("global", "", "", "K", "v"), ValueError, "'org' or 'environment'"),
+        (("org", "shop", "", "K", "v"), ValueError, "for every agent"),
+        (("environment", "", "prod", "K", "v"), ValueError, "needs the agent_id"),
+        (("org", "", "", "A B", "v"), ValueError, "without spaces"),
+        (("org", "", "", "K", 5), TypeError, "value is a str"),
+    ],
+)
+def test_bad_variables(args: tuple[Any, ...], error: type, match: str) -> None:
+    with pytest.raises(error, match=match):
+        Variable(*args)

@@ -204,7 +204,10 @@ class Testing:
         key = (self.agent_id, name)
         limit = capped(definition)
         if state is not None and state.concluded:
-            option, counted = state.winner or fallback(definition), False
+            winner = state.winner
+            if winner is None or winner not in definition["options"]:  # options changed
+                winner = fallback(definition)
+            option, counted = winner, False
         elif limit is not None:
             if self._pools.counts.get(key, 0) > 0:
                 self._pools.counts[key] -= 1

@@ -49,6 +49,25 @@ class Variable:
     value: str
     masked: bool = False
 
+    def __attrs_post_init__(self) -> None:
+        if self.scope not in ("org", "environment"):
+            raise ValueError(
+                f"a variable's scope is 'org' or 'environment', got {self.scope!r}"
+            )
+        for field in ("agent_id", "environment", "name", "value"):
+            if not isinstance(getattr(self, field), str):
+                raise TypeError(f"Variable.{field} is a str, got {getattr(self, field)!r}")
+        if self.scope == "org" and (self.agent_id or self.environment):
+            raise ValueError(
+                "an org variable is for every agent: agent_id and environment must be ''"
+            )
+        if self.scope == "environment" and not self.agent_id:
+            raise ValueError("an environment variable needs the agent_id it belongs to")
+        if not self.name or any(c.isspace() for c in self.name):
+            raise ValueError(
+                f"a variable name is a non-empty str without spaces, got {self.name!r}"
+            )
+
     def to_dict(self, *, reveal: bool = False) -> dict[str, Any]:
         """JSON-safe form; a masked value is shown as ``"********"`` unless ``reveal``."""
         return {
