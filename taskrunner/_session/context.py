@@ -426,6 +426,12 @@ class Context(Generic[T]):
 
     # ------------------------------------------------------------------ inspecting
 
+    def redact(self, value: Any) -> Any:
+        """``value`` with every occurrence of a masked variable's value replaced by
+        ``********`` in the strings inside it (dicts, lists, tuples, attrs instances such as
+        events and records are rebuilt; ``value`` itself is not changed)."""
+        return self._redact(value)
+
     def _public_variables(self) -> dict[str, str]:
         return {k: (MASK if k in self._masked else v) for k, v in self.variables.items()}
 

@@ -190,7 +190,7 @@ async def run_conversation(
                 environment=environment,
             ) as session:
 
-                redact = session.context._redact
+                redact = session.context.redact
 
                 async def show() -> None:
                     async for record in session.events():
