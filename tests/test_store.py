@@ -163,16 +163,19 @@ async def test_memory(store: taskrunner.Store, flavor: str) -> None:
     ]
 
 
-async def test_checkpoints_in_the_store(store: taskrunner.Store) -> None:
+async def test_checkpoints_in_the_store(store: taskrunner.Store, flavor: str) -> None:
     async def handler(event: Any, context: taskrunner.Context) -> None:
         if isinstance(event, StartEvent):
             context.set_data("step", 2)
-            await store.save_checkpoint(context.checkpoint())
+            await context.store.save_checkpoint(context.checkpoint())  # from either flavour
+            assert (await context.store.load_checkpoint("call-1"))["data"] == {"step": 2}
 
-    ran = await converse(handler, [StartEvent()], store=store, session_id="call-1", flavor="trio")
+    ran = await converse(handler, [StartEvent()], store=store, session_id="call-1",
+                         flavor=flavor)
+    assert not ran.of(taskrunner.events.HandlerFailed)
     assert (await store.load_checkpoint("call-1"))["data"] == {"step": 2}
     assert await store.load_checkpoint("nope") is None
-    resumed = await converse(handler, [], store=store, restore="call-1", flavor="trio")
+    resumed = await converse(handler, [], store=store, restore="call-1", flavor=flavor)
     assert resumed.context.session_id == "call-1" and resumed.context.get_data("step") == 2
     with pytest.raises(taskrunner.CheckpointNotFoundError, match="no checkpoint"):
         await converse(handler, [], store=store, restore="missing")

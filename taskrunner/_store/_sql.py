@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 
 import trio
 
+from .._core._flavored import in_asyncio
 from ._protocol import MemoryHit, OptionStats, SessionResult, StoreError, TestState, Variable
 
 __all__ = ["SQLStore"]
@@ -65,6 +66,15 @@ def _test_state(row: tuple[Any, ...]) -> TestState:
 _TEST_COLUMNS = (
     "agent_id, name, definition, reserved, concluded_reason, winner, concluded_wall"
 )
+
+
+async def _to_thread(fn: Callable[[], None]) -> None:
+    if in_asyncio():
+        from .._adapters.aio import run_trio_from_asyncio
+
+        await run_trio_from_asyncio(trio.to_thread.run_sync, fn)
+    else:
+        await trio.to_thread.run_sync(fn)
 
 
 def query_words(query: str) -> list[str]:
@@ -150,6 +160,14 @@ class SQLStore:
         raise NotImplementedError
 
     async def _call(self, fn: Callable[[Any], T]) -> T:
+        """``fn(conn)`` in a worker thread, awaited from trio or from asyncio-flavoured code."""
+        if in_asyncio():
+            from .._adapters.aio import run_trio_from_asyncio
+
+            result: T = await run_trio_from_asyncio(
+                trio.to_thread.run_sync, partial(self._run, fn)
+            )
+            return result
         return await trio.to_thread.run_sync(partial(self._run, fn))
 
     def _fetchall(self, conn: Any, sql: str, args: tuple[Any, ...] = ()) -> list[Any]:
@@ -174,7 +192,7 @@ class SQLStore:
         from .._session._abtests import release_unused_slots
 
         await release_unused_slots(self)
-        await trio.to_thread.run_sync(self.close_sync)
+        await _to_thread(self.close_sync)
 
     # ------------------------------------------------------------ variables
 
