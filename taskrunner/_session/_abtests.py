@@ -46,6 +46,10 @@ Spawn = Callable[[Callable[[], Coroutine[Any, Any, None]], str], None]
 BLOCK = 8
 
 
+#: One generator for every session's draws (a Mersenne Twister state is 2.5 KB).
+_RNG = random.Random()
+
+
 @attrs.define
 class _Pools:
     counts: dict[tuple[str, str], int] = attrs.Factory(dict)
@@ -119,7 +123,7 @@ class Testing:
         self._spawn = spawn
         self._emit = emit
         self._notifier = notifier
-        self._rng = random.Random()
+        self._rng = _RNG
         self.known: dict[str, TestState] = {}
         self.assignments: dict[str, Assignment] = {}
         self.outcomes = Outcomes()

@@ -111,12 +111,13 @@ class Session:
         self._last_output_seq = 0
         self._read_seq = 0
         self._playout_lot = ParkingLot()
-        # input_timeout: silence since the last input sent by the user
+        # input_timeout: silence since the last input sent by the user (the lot and the
+        # scope are made only for sessions with an input_timeout)
         self._input_timeout: float | None = None
-        self._last_input = trio.current_time()
+        self._last_input = 0.0
         self._silence_count = 0
-        self._silence_lot = ParkingLot()
-        self._silence_scope = trio.CancelScope()
+        self._silence_lot: ParkingLot | None = None
+        self._silence_scope: trio.CancelScope | None = None
 
     def __repr__(self) -> str:
         return (
@@ -152,9 +153,10 @@ class Session:
                 f"CustomEvent...), got {type(event).__name__}: {safe_repr(event, 80)}"
             )
         self._check_open(event)
-        self._last_input = trio.current_time()  # the user spoke: the silence clock restarts
-        self._silence_count = 0
-        self._silence_lot.unpark_all()
+        if self._silence_lot is not None:  # the user spoke: the silence clock restarts
+            self._last_input = trio.current_time()
+            self._silence_count = 0
+            self._silence_lot.unpark_all()
         return flavored(self._send, event)
 
     def _check_open(self, event: Event) -> None:
@@ -240,7 +242,8 @@ class Session:
     async def _watch_silence(self) -> None:
         """input_timeout: a TimeoutEvent after each ``input_timeout`` of user silence."""
         timeout = self._input_timeout
-        assert timeout is not None
+        assert timeout is not None and self._silence_lot is not None
+        assert self._silence_scope is not None
         with self._silence_scope:
             while self.state is Lifecycle.OPEN:
                 due = self._last_input + timeout * (self._silence_count + 1)
@@ -277,7 +280,8 @@ class Session:
         finally:
             self.state = Lifecycle.CLOSED
             self._inbox_send.close()
-            self._silence_scope.cancel()
+            if self._silence_scope is not None:
+                self._silence_scope.cancel()
             with trio.CancelScope(shield=True):
                 await self.context._finish()  # the store's part: tests, outcomes
             self._done.set()
@@ -554,6 +558,8 @@ async def open_session(
         if opts.input_timeout is not None:
             session._input_timeout = opts.input_timeout
             session._last_input = trio.current_time()
+            session._silence_lot = ParkingLot()
+            session._silence_scope = trio.CancelScope()
             sup.start_job(session._watch_silence, name=f"taskrunner.silence:{session_id}")
         try:
             yield session
