@@ -1,7 +1,8 @@
 """``python -m taskrunner``: run an agent with a scripted conversation, or the demo.
 
 Commands: ``run MODULE`` (a handler module or path, with ``--say``/``--wait`` steps), ``demo``
-(the built-in order agent and script), ``stress`` (many sessions at once, with checks).
+(the built-in order agent and script), ``stress`` (many sessions at once, with checks),
+``serve MODULE`` (the agent over HTTP), ``loadtest URL`` (load a served agent).
 """
 
 from __future__ import annotations
@@ -101,6 +102,11 @@ def _parser() -> argparse.ArgumentParser:
     from .stress import add_stress_parser
 
     add_stress_parser(sub)
+
+    from ..serve._cli import add_loadtest_parser, add_serve_parser
+
+    add_serve_parser(sub)
+    add_loadtest_parser(sub)
 
     debug = sub.add_parser("debug", help="open a recording (--record) in the debugger page")
     debug.add_argument("recording", metavar="FILE.jsonl")
@@ -260,6 +266,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "debug":
         logging.basicConfig(level=logging.WARNING)
         return _debug_recording(args)
+    if args.command in ("serve", "loadtest"):
+        return int(args.run(args))
     if args.command == "stress":
         logging.getLogger("taskrunner").setLevel(logging.CRITICAL)  # planned failures
         return int(args.run(args))

@@ -1,0 +1,65 @@
+"""The narrow checkpoint interface the server relies on.
+
+A worker saves a session's checkpoint after every handled input, where every worker reaches
+it, and restores it when it takes the session over. Only two functions touch the session:
+:func:`checkpoint_session` (a JSON-safe dict of the session's identity, data and conversation)
+and :func:`restore_session` (puts that back into a freshly opened session). When the core's
+``context.checkpoint()`` / ``open_session(restore=...)`` exist, these two are where they plug in.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .._core.records import jsonable
+from .._session.session import Session
+
+__all__ = ["CHECKPOINT_VERSION", "checkpoint_session", "restore_session"]
+
+#: Bumped when the layout changes; :func:`restore_session` refuses other versions.
+CHECKPOINT_VERSION = 1
+
+
+def checkpoint_session(session: Session, *, parameters: dict[str, Any]) -> dict[str, Any]:
+    """A JSON-safe picture of what a session needs to go on elsewhere.
+
+    Keys: ``version``, ``session_id``, ``agent_id``, ``environment``, ``parameters`` (as
+    given at start), ``data`` (the session data, through ``jsonable``: values JSON cannot hold
+    come back as their ``repr``), and ``conversation`` (the completion messages when the
+    context keeps them, else an empty list). Running tasks are not in it: they cannot move
+    between processes, and the taker reports them ended (``"worker_lost"``).
+    """
+    context = session.context
+    getter = getattr(context, "get_completion_messages", None)
+    conversation = jsonable(getter()) if callable(getter) else []
+    return {
+        "version": CHECKPOINT_VERSION,
+        "session_id": context.session_id,
+        "agent_id": context.agent_id,
+        "environment": context.environment,
+        "parameters": jsonable(parameters),
+        "data": jsonable(context.data),
+        "conversation": conversation,
+    }
+
+
+def restore_session(session: Session, checkpoint: dict[str, Any]) -> None:
+    """Put a :func:`checkpoint_session` picture back into a session opened with the same id.
+
+    Raises ``ValueError`` for a checkpoint of another version or another session.
+    """
+    if checkpoint.get("version") != CHECKPOINT_VERSION:
+        raise ValueError(
+            f"checkpoint version {checkpoint.get('version')!r} is not supported "
+            f"(this taskrunner reads version {CHECKPOINT_VERSION})"
+        )
+    context = session.context
+    if checkpoint.get("session_id") != context.session_id:
+        raise ValueError(
+            f"checkpoint of session {checkpoint.get('session_id')!r} cannot restore "
+            f"session {context.session_id!r}"
+        )
+    context.data.update(checkpoint.get("data") or {})
+    setter = getattr(context, "set_completion_messages", None)
+    if callable(setter) and checkpoint.get("conversation"):
+        setter(list(checkpoint["conversation"]))

@@ -1,0 +1,710 @@
+"""Sessions spread over worker processes (on any number of machines) through Redis Streams.
+
+Keys, under a prefix (``taskrunner`` by default):
+
+``P:new``            stream of sessions to claim, read by the consumer group ``workers``
+``P:sessions``       sorted set of every session id by start time (the listing)
+``P:live``           set of the sessions not ended (scanned for orphans)
+``P:workers``        sorted set of worker ids by last heartbeat
+``P:s:ID:meta``      hash: agent_id, environment, parameters, state, owner, created
+``P:s:ID:in``        stream of the session's inputs (the first is its start)
+``P:s:ID:rec``       stream of its records, entry id ``0-(seq+1)``, bounded by ``max_records``
+``P:s:ID:ckpt``      its last checkpoint (JSON), saved after every handled input
+``P:s:ID:lease``     the owning worker's id, expiring after ``lease`` seconds unless renewed
+``P:w:WORKER:wake``  a small stream that wakes the worker's blocking reads
+
+A worker claims a session (``SET lease NX``) when it reads it from ``P:new`` or finds it in
+``P:live`` without a lease (its owner died, or it was handed over), and goes on from the
+checkpoint: the inputs after the checkpoint's are handled again, the tasks its previous
+owner left running are reported ended (``TaskCancelled``, reason ``"worker_lost"``), and
+records keep their one numbering. Every write for an owned session is a Lua script that
+first checks the lease, so a worker that lost a session (cut off from Redis past its lease)
+cannot write over the new owner's.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
+from typing import Any, TypeVar
+
+import coredis
+import coredis.exceptions
+import trio
+from coredis.tokens import PureToken
+
+from .._core.supervisor import Flavor
+from .._session.session import AgentHandler
+from ..tools.hub import Hub
+from . import _redis_scripts as scripts
+from ._backend import Deliver, new_session_id, worker_name
+from ._errors import ConflictError, NotFoundError, UnavailableError
+from ._runner import Resume, SessionRunner, lost_tasks
+
+__all__ = ["RedisBackend"]
+
+logger = logging.getLogger("taskrunner.serve")
+
+T = TypeVar("T")
+
+#: What counts as "Redis cannot be reached" (retried with backoff) rather than a bug.
+REDIS_DOWN: tuple[type[BaseException], ...] = (
+    coredis.exceptions.ConnectionError,
+    OSError,
+    TimeoutError,
+)
+
+_GROUP = "workers"
+_BLOCK_MS = 2000
+
+
+def _seq_of(entry_id: str) -> int:
+    return int(entry_id.split("-", 1)[1]) - 1
+
+
+class _Tail:
+    """One blocking ``XREAD`` over many streams for this worker, started again whenever the
+    set of streams changes (woken through the worker's wake stream)."""
+
+    def __init__(self, backend: RedisBackend, name: str) -> None:
+        self._backend = backend
+        self._name = name
+        self._wake_key = backend._key("w", backend.worker_id, f"wake-{name}")
+        self._wake_id = "0-0"
+        self.positions: dict[str, str] = {}
+        self.handlers: dict[str, Callable[[list[Any]], None]] = {}
+        self._dirty = False
+
+    def watch(self, key: str, after: str, handler: Callable[[list[Any]], None]) -> None:
+        """Read ``key`` from after entry ``after`` on, handing each batch to ``handler``."""
+        self.positions[key] = after
+        self.handlers[key] = handler
+        self._dirty = True
+
+    def unwatch(self, key: str) -> None:
+        """Stop reading ``key``."""
+        self.positions.pop(key, None)
+        self.handlers.pop(key, None)
+
+    async def wake(self) -> None:
+        """Make the blocking read start again with the current streams."""
+        if self._dirty:
+            self._dirty = False
+            await self._backend._client.xadd(
+                self._wake_key,
+                {"w": "1"},
+                trim_strategy=PureToken.MAXLEN,
+                threshold=10,
+                trim_operator=PureToken.APPROXIMATELY,
+            )
+
+    async def run(self) -> None:
+        client = self._backend._client
+        while True:
+            streams = {self._wake_key: self._wake_id, **self.positions}
+            result = await self._backend._retrying(
+                f"{self._name} reader",
+                lambda: client.xread(streams, count=200, block=_BLOCK_MS),
+            )
+            for key, entries in (result or {}).items():
+                if not entries:
+                    continue
+                if key == self._wake_key:
+                    self._wake_id = entries[-1].identifier
+                    continue
+                if key not in self.positions:
+                    continue
+                self.positions[key] = entries[-1].identifier
+                handler = self.handlers.get(key)
+                if handler is not None:
+                    handler(list(entries))
+
+
+class RedisBackend:
+    """A worker sharing sessions with others through Redis; see the module docstring.
+
+    ``lease``: seconds a claim lasts without renewal (renewed every third of it); a dead
+    worker's sessions are taken over within about that time. ``max_records``: records kept
+    per session stream (approximately: Redis trims in whole nodes, never below). Use
+    :meth:`run` in a nursery; :meth:`drain` (SIGTERM) stops claiming, hands the sessions to
+    other live workers after their current input (or stops them when there is none), and
+    returns once all is written.
+    """
+
+    def __init__(
+        self,
+        handler: AgentHandler,
+        *,
+        agent_id: str,
+        hub: Hub,
+        redis_url: str,
+        flavor: Flavor = "asyncio",
+        stop_grace: float = 0.0,
+        lease: float = 10.0,
+        max_records: int = 10_000,
+        max_sessions: int = 10_000,
+        prefix: str = "taskrunner",
+        retention: float = 24 * 3600,
+    ) -> None:
+        self.worker_id = worker_name()
+        self.agent_id = agent_id
+        self.hub = hub
+        self._handler = handler
+        self._flavor: Flavor = flavor
+        self._stop_grace = stop_grace
+        self._lease = lease
+        self._max_records = max_records
+        self._max_sessions = max_sessions
+        self._prefix = prefix
+        self._retention = int(retention)
+        self._client: Any = coredis.Redis.from_url(
+            redis_url, decode_responses=True, connect_timeout=2.0, stream_timeout=10.0
+        )
+        self._runners: dict[str, SessionRunner] = {}
+        self._nursery: trio.Nursery | None = None
+        self._draining = False
+        self._queue: deque[tuple[str, str, Any]] = deque()
+        self._queue_wakeup = trio.Event()
+        self._flushed = trio.Event()
+        self._down_since: float | None = None
+        self._last_renewal = time.monotonic()
+        self._record_events: dict[str, trio.Event] = {}
+        self._followers: dict[str, int] = {}
+        self._scripts: dict[str, Any] = {}
+        self._inputs = _Tail(self, "inputs")
+        self._records = _Tail(self, "records")
+
+    # ------------------------------------------------------------------ keys
+
+    def _key(self, *parts: str) -> str:
+        return ":".join((self._prefix, *parts))
+
+    def _skey(self, session_id: str, what: str) -> str:
+        return self._key("s", session_id, what)
+
+    def _script(self, name: str) -> Any:
+        script = self._scripts.get(name)
+        if script is None:
+            script = self._scripts[name] = self._client.register_script(getattr(scripts, name))
+        return script
+
+    # ------------------------------------------------------------------ faults
+
+    async def _retrying(self, what: str, call: Callable[[], Awaitable[T]]) -> T:
+        """``await call()``, again with backoff (0.1 s doubling to 5 s) while Redis is down;
+        the outage and the recovery are logged once each."""
+        delay = 0.1
+        while True:
+            try:
+                result = await call()
+            except REDIS_DOWN as exc:
+                if self._down_since is None:
+                    self._down_since = time.monotonic()
+                    logger.warning(
+                        "worker %s: Redis unreachable (%s: %s); retrying with backoff, "
+                        "not claiming sessions meanwhile",
+                        self.worker_id,
+                        type(exc).__name__,
+                        exc,
+                    )
+                else:
+                    logger.debug("%s: Redis still unreachable: %s", what, exc)
+                await trio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+                continue
+            if self._down_since is not None:
+                logger.warning(
+                    "worker %s: Redis reachable again after %.1f s",
+                    self.worker_id,
+                    time.monotonic() - self._down_since,
+                )
+                self._down_since = None
+            return result
+
+    async def _api_call(self, call: Callable[[], Awaitable[T]]) -> T:
+        """A call made for an API request: fails fast with 503 while Redis is down."""
+        try:
+            return await call()
+        except REDIS_DOWN as exc:
+            raise UnavailableError(f"Redis is unreachable ({type(exc).__name__}: {exc})") from None
+
+    # ------------------------------------------------------------------ running
+
+    async def run(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Connect, then claim and run sessions until :meth:`drain` finishes (or cancelled)."""
+        async with self._client:
+            await self._retrying("setup", self._setup)
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                nursery.start_soon(self._inputs.run)
+                nursery.start_soon(self._records.run)
+                nursery.start_soon(self._flusher)
+                nursery.start_soon(self._renewer)
+                nursery.start_soon(self._claimer)
+                nursery.start_soon(self._orphan_scanner)
+                task_status.started()
+                await trio.sleep_forever()
+
+    async def _setup(self) -> None:
+        try:
+            await self._client.xgroup_create(self._key("new"), _GROUP, "$", mkstream=True)
+        except coredis.exceptions.StreamDuplicateConsumerGroupError:
+            pass  # another worker made it
+        for name in scripts.__all__:
+            await self._client.script_load(getattr(scripts, name))
+        await self._heartbeat()
+
+    async def _heartbeat(self) -> None:
+        await self._client.zadd(self._key("workers"), {self.worker_id: time.time()})
+
+    async def drain(self) -> None:
+        """See the class docstring."""
+        self._draining = True
+        now = time.time()
+        others = [
+            w
+            for w in await self._retrying(
+                "drain",
+                lambda: self._client.zrangebyscore(
+                    self._key("workers"), now - self._lease, "+inf"
+                ),
+            )
+            if w != self.worker_id
+        ]
+        for runner in list(self._runners.values()):
+            if others:
+                runner.hand_over()
+            elif runner.state == "running":
+                runner.deliver("", {"k": "input", "event": {"type": "stop"}})
+        for runner in list(self._runners.values()):
+            await runner.ended.wait()
+        while self._queue:
+            self._flushed = trio.Event()
+            self._queue_wakeup.set()
+            await self._flushed.wait()
+        await self._retrying(
+            "drain", lambda: self._client.zrem(self._key("workers"), [self.worker_id])
+        )
+        if self._nursery is not None:
+            self._nursery.cancel_scope.cancel()
+
+    # ------------------------------------------------------------------ claiming
+
+    async def _claimer(self) -> None:
+        """Read new (and handed-over) sessions from the consumer group and claim them."""
+        new = self._key("new")
+        while not self._draining:
+            room = self._max_sessions - len(self._runners)
+            if room <= 0 or self._down_since is not None:
+                await trio.sleep(0.2)
+                continue
+            result = await self._retrying(
+                "claimer",
+                lambda: self._client.xreadgroup(
+                    _GROUP, self.worker_id, {new: ">"}, count=min(room, 20), block=_BLOCK_MS
+                ),
+            )
+            for entries in (result or {}).values():
+                for entry in entries:
+                    if not self._draining:
+                        await self._claim(entry.field_values["sid"])
+                    await self._retrying(
+                        "claimer", lambda e=entry: self._client.xack(new, _GROUP, [e.identifier])
+                    )
+
+    async def _orphan_scanner(self) -> None:
+        """Every third of the lease, claim the live sessions that nobody holds."""
+        while True:
+            await trio.sleep(self._lease / 3)
+            if self._draining or self._down_since is not None:
+                continue
+            try:
+                live = list(await self._client.smembers(self._key("live")))
+                orphans: list[str] = []
+                for start in range(0, len(live), 500):
+                    chunk = [s for s in live[start : start + 500] if s not in self._runners]
+                    async with self._client.pipeline(transaction=False) as pipe:
+                        found = [pipe.exists([self._skey(s, "lease")]) for s in chunk]
+                    for sid, exists in zip(chunk, found, strict=True):
+                        if not await exists:
+                            orphans.append(sid)
+            except REDIS_DOWN:
+                continue  # the reader loops report the outage
+            for sid in orphans:
+                if self._draining or len(self._runners) >= self._max_sessions:
+                    break
+                await self._claim(sid)
+
+    async def _claim(self, session_id: str) -> None:
+        """Take the session if nobody holds it, and go on from its checkpoint."""
+        if session_id in self._runners:
+            return
+        client = self._client
+        lease_key = self._skey(session_id, "lease")
+        got = await self._retrying(
+            "claim",
+            lambda: client.set(
+                lease_key, self.worker_id, condition=PureToken.NX, px=int(self._lease * 1000)
+            ),
+        )
+        if not got:
+            return
+
+        async def load() -> tuple[dict[str, str], str | None, Any, Any]:
+            async with client.pipeline(transaction=False) as pipe:
+                meta = pipe.hgetall(self._skey(session_id, "meta"))
+                ckpt = pipe.get(self._skey(session_id, "ckpt"))
+                last = pipe.xrevrange(self._skey(session_id, "rec"), "+", "-", count=1)
+            return dict(await meta), await ckpt, await last, None
+
+        meta, ckpt, last, _ = await self._retrying("claim", load)
+        if not meta or meta.get("state") == "ended":
+            await self._retrying("claim", lambda: client.delete([lease_key]))
+            return
+        state = json.loads(ckpt) if ckpt else None
+        last_seq = _seq_of(last[0].identifier) if last else -1
+        resume: Resume | None = None
+        if last_seq >= 0:
+            since = -1 if state is None else int(state["seq"])
+            after = await self._retrying(
+                "claim",
+                lambda: client.xrange(self._skey(session_id, "rec"), f"(0-{since + 1}", "+"),
+            )
+            records = [json.loads(e.field_values["r"]) for e in after]
+            lost, top = lost_tasks(state, records)
+            resume = Resume(
+                state=state,
+                seq_base=last_seq + 1,
+                task_base=top,
+                lost=lost,
+                previous_owner=meta.get("owner") or None,
+            )
+        await self._retrying(
+            "claim",
+            lambda: client.hset(self._skey(session_id, "meta"), {"owner": self.worker_id}),
+        )
+        runner = SessionRunner(
+            self._handler,
+            session_id=session_id,
+            agent_id=meta.get("agent_id", self.agent_id),
+            environment=meta.get("environment", ""),
+            parameters=json.loads(meta.get("parameters", "{}")),
+            flavor=self._flavor,
+            stop_grace=self._stop_grace,
+            owner=self.worker_id,
+            publish=lambda record: self._enqueue("rec", session_id, record),
+            save=lambda saved: self._enqueue("ckpt", session_id, saved),
+            resume=resume,
+        )
+        self._runners[session_id] = runner
+        self.hub.register(session_id, runner)
+        assert self._nursery is not None
+        await self._nursery.start(self._host, runner)
+        after_input = "0-0" if state is None else str(state["input_id"])
+
+        def deliver(entries: list[Any]) -> None:
+            for entry in entries:
+                runner.deliver(entry.identifier, json.loads(entry.field_values["m"]))
+
+        self._inputs.watch(self._skey(session_id, "in"), after_input, deliver)
+        await self._retrying("claim", self._inputs.wake)
+        if resume is not None:
+            logger.info(
+                "worker %s took over session %s from %s (%d task(s) lost)",
+                self.worker_id,
+                session_id,
+                resume.previous_owner,
+                len(resume.lost),
+            )
+
+    async def _host(self, runner: SessionRunner, task_status: trio.TaskStatus[None]) -> None:
+        session_id = runner.session_id
+        try:
+            await runner.run(task_status)
+        finally:
+            self._inputs.unwatch(self._skey(session_id, "in"))
+            self.hub.unregister_control(session_id)
+            self._runners.pop(session_id, None)
+            if runner.state == "ended" and not runner._aborted:
+                self._enqueue("release" if runner._handing_over else "end", session_id, None)
+
+    # ------------------------------------------------------------------ writing
+
+    def _enqueue(self, kind: str, session_id: str, value: Any) -> None:
+        if kind == "rec":
+            self.hub.publish(session_id, value)
+        self._queue.append((kind, session_id, value))
+        self._queue_wakeup.set()
+
+    async def _flusher(self) -> None:
+        """Write queued records, checkpoints and ends in order, batched per round trip."""
+        while True:
+            if not self._queue:
+                self._flushed.set()
+                self._queue_wakeup = trio.Event()
+                await self._queue_wakeup.wait()
+                continue
+            batch = [self._queue[i] for i in range(min(len(self._queue), 500))]
+            await self._retrying("publisher", lambda: self._write(batch))
+            for _ in range(len(batch)):
+                self._queue.popleft()
+
+    async def _write(self, batch: list[tuple[str, str, Any]]) -> None:
+        # Group consecutive records of a session into one script call; keep every
+        # session's own order (checkpoints after the records before them).
+        calls: list[tuple[str, str, list[Any]]] = []
+        for kind, session_id, value in batch:
+            if kind == "rec" and calls and calls[-1][:2] == ("rec", session_id):
+                calls[-1][2].append(value)
+            else:
+                calls.append((kind, session_id, [value]))
+        results = []
+        async with self._client.pipeline(transaction=False) as pipe:
+            for kind, session_id, values in calls:
+                lease = self._skey(session_id, "lease")
+                if kind == "rec":
+                    args: list[Any] = [self.worker_id, self._max_records]
+                    for record in values:
+                        args += [record["seq"], json.dumps(record, default=repr)]
+                    keys = [lease, self._skey(session_id, "rec")]
+                    results.append(self._script("PUBLISH")(keys, args, client=pipe))
+                elif kind == "ckpt":
+                    keys = [lease, self._skey(session_id, "ckpt")]
+                    args = [self.worker_id, json.dumps(values[0], default=repr)]
+                    results.append(self._script("SAVE")(keys, args, client=pipe))
+                elif kind == "end":
+                    keys = [
+                        lease,
+                        self._skey(session_id, "meta"),
+                        self._key("live"),
+                        self._key("sessions"),
+                        *(self._skey(session_id, w) for w in ("meta", "in", "rec", "ckpt")),
+                    ]
+                    args = [self.worker_id, session_id, self._retention, time.time()]
+                    results.append(self._script("END")(keys, args, client=pipe))
+                else:  # release
+                    keys = [lease, self._skey(session_id, "meta"), self._key("new")]
+                    results.append(
+                        self._script("RELEASE")(keys, [self.worker_id, session_id], client=pipe)
+                    )
+        for (kind, session_id, _), result in zip(calls, results, strict=True):
+            if not await result:
+                self._lost(session_id, f"{kind} refused: the lease is not ours")
+
+    def _lost(self, session_id: str, why: str) -> None:
+        runner = self._runners.get(session_id)
+        if runner is not None:
+            logger.warning("worker %s: session %s lost (%s)", self.worker_id, session_id, why)
+            runner.abort()
+
+    async def _renewer(self) -> None:
+        """Renew the leases every third of the lease; abort the sessions whose lease is gone,
+        and all of them once renewals have failed for a whole lease."""
+        while True:
+            await trio.sleep(self._lease / 3)
+            ids = list(self._runners)
+            try:
+                with trio.fail_after(self._lease / 3):
+                    await self._heartbeat()
+                    lost: list[int] = []
+                    for start in range(0, len(ids), 1000):
+                        chunk = ids[start : start + 1000]
+                        keys = [self._skey(s, "lease") for s in chunk]
+                        found = await self._script("RENEW")(
+                            keys, [self.worker_id, int(self._lease * 1000)]
+                        )
+                        lost += [start + int(i) - 1 for i in found]
+            except (*REDIS_DOWN, trio.TooSlowError) as exc:
+                if time.monotonic() - self._last_renewal >= self._lease:
+                    for sid in list(self._runners):
+                        self._lost(sid, f"leases not renewed for {self._lease:g} s: {exc}")
+                continue
+            self._last_renewal = time.monotonic()
+            for index in lost:
+                self._lost(ids[index], "its lease was taken")
+
+    # ------------------------------------------------------------------ API
+
+    async def start_session(self, environment: str, parameters: dict[str, Any]) -> str:
+        """See :class:`taskrunner.serve.Backend`."""
+        if self._draining:
+            raise UnavailableError("this worker is shutting down and takes no new sessions")
+        session_id = new_session_id()
+        now = time.time()
+
+        async def write() -> None:
+            async with self._client.pipeline(transaction=True) as pipe:
+                pipe.hset(
+                    self._skey(session_id, "meta"),
+                    {
+                        "agent_id": self.agent_id,
+                        "environment": environment,
+                        "parameters": json.dumps(parameters),
+                        "state": "running",
+                        "owner": "",
+                        "created": repr(now),
+                    },
+                )
+                pipe.xadd(self._skey(session_id, "in"), {"m": json.dumps({"k": "start"})})
+                pipe.zadd(self._key("sessions"), {session_id: now})
+                pipe.sadd(self._key("live"), [session_id])
+                pipe.xadd(self._key("new"), {"sid": session_id, "why": "new"})
+
+        await self._api_call(write)
+        return session_id
+
+    async def _input(self, session_id: str, message: dict[str, Any], stops: bool) -> str:
+        keys = [self._skey(session_id, "meta"), self._skey(session_id, "in")]
+        args = [json.dumps(message), "1" if stops else "0"]
+        ok, detail = await self._api_call(lambda: self._script("INPUT")(keys, args))
+        if int(ok):
+            return str(detail)
+        if detail == "missing":
+            raise NotFoundError(f"no session {session_id!r}")
+        raise ConflictError(f"session {session_id!r} has {detail}: it takes no input")
+
+    async def send_input(self, session_id: str, event: dict[str, Any]) -> str:
+        """See :class:`taskrunner.serve.Backend`."""
+        return await self._input(session_id, {"k": "input", "event": event}, event["type"] == "stop")
+
+    async def interrupt(self, session_id: str) -> None:
+        """See :class:`taskrunner.serve.Backend`."""
+        await self._input(session_id, {"k": "interrupt"}, False)
+
+    async def cancel_task(self, session_id: str, name: str) -> None:
+        """See :class:`taskrunner.serve.Backend`. The owner may be another worker, so an
+        unknown task name is accepted here and changes nothing there."""
+        await self._input(session_id, {"k": "cancel", "name": name}, False)
+
+    async def _read(self, session_id: str, after: int | None, limit: int) -> list[dict[str, Any]]:
+        start = "-" if after is None else f"(0-{after + 1}"
+        entries = await self._api_call(
+            lambda: self._client.xrange(self._skey(session_id, "rec"), start, "+", count=limit)
+        )
+        return [json.loads(e.field_values["r"]) for e in entries]
+
+    async def _meta(self, session_id: str) -> dict[str, str]:
+        meta: dict[str, str] = dict(
+            await self._api_call(lambda: self._client.hgetall(self._skey(session_id, "meta")))
+        )
+        if not meta:
+            raise NotFoundError(f"no session {session_id!r}")
+        return meta
+
+    @contextmanager
+    def _watching(self, session_id: str, after: int | None) -> Iterator[str]:
+        """Have this worker's record reader watch the session's stream while in the block;
+        :meth:`_news` then gives an event set when entries arrive."""
+        key = self._skey(session_id, "rec")
+        if key not in self._records.positions:
+
+            def notify(entries: list[Any]) -> None:
+                event = self._record_events.pop(key, None)
+                if event is not None:
+                    event.set()
+
+            self._records.watch(key, "0-0" if after is None else f"0-{after + 1}", notify)
+        self._followers[key] = self._followers.get(key, 0) + 1
+        try:
+            yield key
+        finally:
+            self._followers[key] -= 1
+            if not self._followers[key]:
+                del self._followers[key]
+                self._records.unwatch(key)
+                self._record_events.pop(key, None)
+
+    def _news(self, key: str) -> trio.Event:
+        event = self._record_events.get(key)
+        if event is None:
+            event = self._record_events[key] = trio.Event()
+        return event
+
+    async def _await(self, event: trio.Event, timeout: float) -> None:
+        await self._api_call(self._records.wake)
+        with trio.move_on_after(timeout):
+            await event.wait()
+
+    async def records(
+        self, session_id: str, after: int | None, limit: int, wait: float
+    ) -> list[dict[str, Any]]:
+        """See :class:`taskrunner.serve.Backend`."""
+        meta = await self._meta(session_id)
+        found = await self._read(session_id, after, limit)
+        if found or wait <= 0 or meta.get("state") == "ended":
+            return found
+        with self._watching(session_id, after) as key:
+            news = self._news(key)
+            found = await self._read(session_id, after, limit)
+            if not found:
+                await self._await(news, wait)
+                found = await self._read(session_id, after, limit)
+        return found
+
+    async def follow(self, session_id: str, after: int | None, deliver: Deliver) -> None:
+        """See :class:`taskrunner.serve.Backend`."""
+        await self._meta(session_id)
+        last = after
+        with self._watching(session_id, after) as key:
+            while True:
+                news = self._news(key)
+                found = await self._read(session_id, last, 1000)
+                for record in found:
+                    await deliver(record)
+                    last = record["seq"]
+                    if record["type"] == "SessionEnded":
+                        return
+                if not found:
+                    if (await self._meta(session_id)).get("state") == "ended":
+                        return
+                    await self._await(news, 5.0)
+
+    def _info(self, session_id: str, meta: dict[str, str]) -> dict[str, Any]:
+        return {
+            "session_id": session_id,
+            "agent_id": meta.get("agent_id"),
+            "environment": meta.get("environment"),
+            "state": meta.get("state"),
+            "owner": meta.get("owner") or None,
+            "created": float(meta.get("created", "nan")),
+        }
+
+    async def session_info(self, session_id: str) -> dict[str, Any]:
+        """See :class:`taskrunner.serve.Backend`."""
+        return self._info(session_id, await self._meta(session_id))
+
+    async def sessions(self, limit: int) -> list[dict[str, Any]]:
+        """See :class:`taskrunner.serve.Backend`."""
+
+        async def read() -> list[dict[str, Any]]:
+            ids = list(await self._client.zrevrange(self._key("sessions"), 0, limit - 1))
+            async with self._client.pipeline(transaction=False) as pipe:
+                metas = [pipe.hgetall(self._skey(s, "meta")) for s in ids]
+            out = []
+            for sid, meta in zip(ids, metas, strict=True):
+                found = dict(await meta)
+                if found:
+                    out.append(self._info(sid, found))
+            return out
+
+        return await self._api_call(read)
+
+    async def health(self) -> dict[str, Any]:
+        """See :class:`taskrunner.serve.Backend`."""
+        await trio.lowlevel.checkpoint()
+        down = self._down_since
+        return {
+            "worker": self.worker_id,
+            "backend": "redis",
+            "sessions": len(self._runners),
+            "draining": self._draining,
+            "redis": "ok" if down is None else f"unreachable for {time.monotonic() - down:.1f} s",
+            "claiming": not self._draining and down is None,
+            "queued_writes": len(self._queue),
+            "lease": self._lease if math.isfinite(self._lease) else None,
+        }
