@@ -95,13 +95,15 @@ class _Tail:
         """Make the blocking read start again with the current streams."""
         if self._dirty:
             self._dirty = False
-            await self._backend._client.xadd(
-                self._wake_key,
-                {"w": "1"},
-                trim_strategy=PureToken.MAXLEN,
-                threshold=10,
-                trim_operator=PureToken.APPROXIMATELY,
-            )
+            async with self._backend._client.pipeline(transaction=False) as pipe:
+                pipe.xadd(
+                    self._wake_key,
+                    {"w": "1"},
+                    trim_strategy=PureToken.MAXLEN,
+                    threshold=10,
+                    trim_operator=PureToken.APPROXIMATELY,
+                )
+                pipe.expire(self._wake_key, 3600)
 
     async def run(self) -> None:
         client = self._backend._client
@@ -695,10 +697,21 @@ class RedisBackend:
         return await self._api_call(read)
 
     async def health(self) -> dict[str, Any]:
-        """See :class:`taskrunner.serve.Backend`."""
-        await trio.lowlevel.checkpoint()
+        """See :class:`taskrunner.serve.Backend`; ``workers`` lists the workers whose
+        heartbeat is younger than the lease."""
         down = self._down_since
+        workers: list[str] = []
+        if down is None:
+            try:
+                workers = list(
+                    await self._client.zrangebyscore(
+                        self._key("workers"), time.time() - self._lease, "+inf"
+                    )
+                )
+            except REDIS_DOWN:
+                pass
         return {
+            "workers": sorted(workers),
             "worker": self.worker_id,
             "backend": "redis",
             "sessions": len(self._runners),
