@@ -51,19 +51,23 @@ async def _until(what: str, check: Callable[[], Any], timeout: float = 15.0) -> 
     raise AssertionError(f"timed out waiting for {what}")
 
 
+def _spawn(log: Path, args: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
+    with open(log, "wb") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "taskrunner", "serve", AGENT, "--port", "0", *args],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
+
+
 @asynccontextmanager
 async def serve(
     tmp_path: Path, *args: str, workers_up: int = 0, env: dict[str, str] | None = None
 ) -> AsyncIterator[Server]:
     """Run ``serve`` on a free port until the block ends (then SIGTERM, which drains)."""
     log = tmp_path / f"serve-{uuid.uuid4().hex[:6]}.log"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "taskrunner", "serve", AGENT, "--port", "0", *args],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, **(env or {})},
-        )
+    proc = _spawn(log, [*args], {**os.environ, **(env or {})})
     server = Server(proc, "", log)
     try:
         match = await _until(
@@ -152,7 +156,8 @@ async def test_conversation_in_one_process(tmp_path: Path, flavor: str) -> None:
         # the parameters are in the session data before the StartEvent is handled
         await _wait_record(client, sid, _said("hello Ann"))
 
-        response = await client.post(f"/v1/sessions/{sid}/input", json={"type": "text", "text": "hi"})
+        inp = f"/v1/sessions/{sid}/input"
+        response = await client.post(inp, json={"type": "text", "text": "hi"})
         assert response.status_code == 202
         await _wait_record(client, sid, _said("turn 1: hi"))
         await _wait_record(client, sid, lambda r: r["type"] == "TaskOutput")
@@ -160,7 +165,7 @@ async def test_conversation_in_one_process(tmp_path: Path, flavor: str) -> None:
         cancelled = await _wait_record(client, sid, lambda r: r["type"] == "TaskCancelled")
         assert (cancelled["task"], cancelled["reason"]) == ("work-1", "interrupted")
 
-        await client.post(f"/v1/sessions/{sid}/input", json={"type": "text", "text": "again"})
+        await client.post(inp, json={"type": "text", "text": "again"})
         await _wait_record(client, sid, _said("turn 2: again"))
         response = await client.post(f"/v1/sessions/{sid}/tasks/work-2/cancel")
         assert response.status_code == 202
@@ -178,14 +183,14 @@ async def test_conversation_in_one_process(tmp_path: Path, flavor: str) -> None:
         ]
         assert listing[0]["owner"]
 
-        assert (await client.post(f"/v1/sessions/{sid}/input", json={"type": "stop"})).status_code == 202
+        assert (await client.post(inp, json={"type": "stop"})).status_code == 202
         await _wait_record(client, sid, lambda r: r["type"] == "SessionEnded")
         records = await _records(client, sid)
         _contiguous(records)
         assert records[0]["type"] == "SessionStarted" and records[-1]["type"] == "SessionEnded"
         later = await _records(client, sid, after=records[-3]["seq"])
         assert later == records[-2:]
-        response = await client.post(f"/v1/sessions/{sid}/input", json={"type": "text", "text": "x"})
+        response = await client.post(inp, json={"type": "text", "text": "x"})
         assert response.status_code == 409
         assert "ended" in response.json()["error"]
         assert (await client.get(f"/v1/sessions/{sid}")).json()["state"] == "ended"
@@ -252,7 +257,8 @@ async def test_auth(tmp_path: Path) -> None:
                 assert (await client.get("/debugger/")).status_code == 401
         async with _client(server) as client:
             sid = await _start(client)
-            assert [s["session_id"] for s in (await client.get("/v1/sessions")).json()["sessions"]] == [sid]
+            listing = (await client.get("/v1/sessions")).json()["sessions"]
+            assert [s["session_id"] for s in listing] == [sid]
         url = server.url.replace("http://", "ws://") + f"v1/sessions/{sid}/ws"
         with pytest.raises(trio_websocket.HandshakeError):
             async with trio_websocket.open_websocket_url(url):
@@ -262,7 +268,8 @@ async def test_auth(tmp_path: Path) -> None:
             response = await browser.get("/debugger/", params={"key": KEY}, follow_redirects=True)
             assert response.status_code == 200 and "<html" in response.text
             assert (await browser.get("/debugger/api/sessions")).status_code == 200
-            assert (await browser.get("/v1/sessions")).status_code == 401  # the API needs the header
+            # the API itself needs the header
+            assert (await browser.get("/v1/sessions")).status_code == 401
 
 
 async def test_no_key_means_loopback_only(tmp_path: Path) -> None:
@@ -292,6 +299,7 @@ async def test_bad_input_gets_a_clear_4xx_and_changes_nothing(tmp_path: Path) ->
         before = await _records(client, sid)
         listing = (await client.get("/v1/sessions")).json()
         inp = f"/v1/sessions/{sid}/input"
+        start = "/v1/agents/serve_agent/sessions/start"
         cases: list[tuple[str, str, Any, int, str]] = [
             ("POST", "/v1/sessions/nope/input", {"type": "stop"}, 404, "no session 'nope'"),
             ("GET", "/v1/sessions/nope/events", None, 404, "no session"),
@@ -309,8 +317,8 @@ async def test_bad_input_gets_a_clear_4xx_and_changes_nothing(tmp_path: Path) ->
             ("GET", f"/v1/sessions/{sid}/events?after=x", None, 400, "after must be an integer"),
             ("GET", f"/v1/sessions/{sid}/events?wait=99", None, 400, "wait must be"),
             ("POST", "/v1/agents/other/sessions/start", {}, 404, "no agent 'other'"),
-            ("POST", "/v1/agents/serve_agent/sessions/start", {"parameters": 3}, 400, "parameters"),
-            ("POST", "/v1/agents/serve_agent/sessions/start", {"who": 1}, 400, "unexpected keys who"),
+            ("POST", start, {"parameters": 3}, 400, "parameters"),
+            ("POST", start, {"who": 1}, 400, "unexpected keys who"),
             ("GET", "/v1/nothing", None, 404, "Not Found"),
             ("DELETE", f"/v1/sessions/{sid}", None, 405, "Method Not Allowed"),
         ]

@@ -22,6 +22,7 @@ import logging
 import math
 from collections.abc import Awaitable, Callable
 from typing import Any, cast
+from urllib.parse import parse_qs
 
 import trio
 from starlette.applications import Starlette
@@ -95,7 +96,7 @@ async def _read_json(request: Request, limit: int) -> Any:
     async for chunk in request.stream():
         body += chunk
         if len(body) > limit:
-            raise PayloadTooLargeError(f"body over {limit} bytes; this server takes {limit} at most")
+            raise PayloadTooLargeError(f"body over {limit} bytes; this server takes that at most")
     return _decode(bytes(body))
 
 
@@ -172,12 +173,9 @@ class _KeyCheck:
         debugger = path == "/debugger" or path.startswith("/debugger/")
         if not ok and debugger:
             ok = hmac.compare_digest(cookie, self.key)
-            query = dict(
-                p.split("=", 1) for p in scope.get("query_string", b"").decode().split("&") if "=" in p
-            )
-            if not ok and scope["type"] == "http" and hmac.compare_digest(
-                query.get("key", "").encode(), self.key
-            ):
+            query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
+            given = (query.get("key") or [""])[0].encode()
+            if not ok and scope["type"] == "http" and hmac.compare_digest(given, self.key):
                 response: Response = RedirectResponse("/debugger/", 303)
                 response.set_cookie(
                     API_KEY_COOKIE, self.key.decode(), httponly=True, samesite="strict"

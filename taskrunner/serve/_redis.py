@@ -31,6 +31,7 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
+from functools import partial
 from typing import Any, TypeVar
 
 import coredis
@@ -111,7 +112,7 @@ class _Tail:
             streams = {self._wake_key: self._wake_id, **self.positions}
             result = await self._backend._retrying(
                 f"{self._name} reader",
-                lambda: client.xread(streams, count=200, block=_BLOCK_MS),
+                partial(client.xread, streams, count=200, block=_BLOCK_MS),
             )
             for key, entries in (result or {}).items():
                 if not entries:
@@ -307,8 +308,13 @@ class RedisBackend:
                 continue
             result = await self._retrying(
                 "claimer",
-                lambda: self._client.xreadgroup(
-                    _GROUP, self.worker_id, {new: ">"}, count=min(room, 20), block=_BLOCK_MS
+                partial(
+                    self._client.xreadgroup,
+                    _GROUP,
+                    self.worker_id,
+                    {new: ">"},
+                    count=min(room, 20),
+                    block=_BLOCK_MS,
                 ),
             )
             for entries in (result or {}).values():
@@ -316,7 +322,7 @@ class RedisBackend:
                     if not self._draining:
                         await self._claim(entry.field_values["sid"])
                     await self._retrying(
-                        "claimer", lambda e=entry: self._client.xack(new, _GROUP, [e.identifier])
+                        "claimer", partial(self._client.xack, new, _GROUP, [entry.identifier])
                     )
 
     async def _orphan_scanner(self) -> None:
@@ -452,7 +458,7 @@ class RedisBackend:
                 await self._queue_wakeup.wait()
                 continue
             batch = [self._queue[i] for i in range(min(len(self._queue), 500))]
-            await self._retrying("publisher", lambda: self._write(batch))
+            await self._retrying("publisher", partial(self._write, batch))
             for _ in range(len(batch)):
                 self._queue.popleft()
 
@@ -521,7 +527,7 @@ class RedisBackend:
                             keys, [self.worker_id, int(self._lease * 1000)]
                         )
                         lost += [start + int(i) - 1 for i in found]
-            except (*REDIS_DOWN, trio.TooSlowError) as exc:
+            except (*REDIS_DOWN, trio.TooSlowError) as exc:  # type: ignore[misc]
                 if time.monotonic() - self._last_renewal >= self._lease:
                     for sid in list(self._runners):
                         self._lost(sid, f"leases not renewed for {self._lease:g} s: {exc}")
@@ -572,7 +578,8 @@ class RedisBackend:
 
     async def send_input(self, session_id: str, event: dict[str, Any]) -> str:
         """See :class:`taskrunner.serve.Backend`."""
-        return await self._input(session_id, {"k": "input", "event": event}, event["type"] == "stop")
+        message = {"k": "input", "event": event}
+        return await self._input(session_id, message, event["type"] == "stop")
 
     async def interrupt(self, session_id: str) -> None:
         """See :class:`taskrunner.serve.Backend`."""

@@ -1,0 +1,32 @@
+"""A chat agent to serve (``python -m taskrunner serve examples/chat_agent.py``) and to load.
+
+It greets with the session's ``name`` parameter, answers each text at once, and streams a
+"thought" from an interruptible background task (20 log lines, 0.1 s apart), as an agent
+streams a long LLM answer: a barge-in or ``POST /v1/sessions/ID/interrupt`` cancels it.
+"""
+
+import asyncio
+
+from taskrunner.events import LogEvent, StartEvent, StopEvent, TextEvent, TextToSpeechEvent
+
+STEPS = 20
+GAP = 0.1
+
+
+async def think(context, turn):
+    for step in range(STEPS):
+        await asyncio.sleep(GAP)
+        yield LogEvent(f"thought {turn}.{step}")
+    context.set_data("last_thought", turn)
+
+
+async def handler(event, context):
+    if isinstance(event, StartEvent):
+        yield TextToSpeechEvent(text=f"Hello {context.get_data('name', 'there')}!", voice="nova")
+    elif isinstance(event, TextEvent):
+        turn = context.get_data("turns", 0) + 1
+        context.set_data("turns", turn)
+        context.create_task(think(context, turn), name=f"think-{turn}", interruptible=True)
+        yield TextToSpeechEvent(text=f"You said: {event.data.get('text', '')}", voice="nova")
+    elif isinstance(event, StopEvent):
+        yield TextToSpeechEvent(text="Goodbye!", voice="nova")
