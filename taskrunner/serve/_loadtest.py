@@ -167,6 +167,14 @@ async def _check(client: httpx.AsyncClient, follower: _Follower, report: LoadRep
     report.lost_records += max(seen_missing, gaps)
 
 
+def _answer_to(text: str) -> Callable[[Record], bool]:
+    def check(record: Record) -> bool:
+        given = (record.get("input") or {}).get("data", {})
+        return bool(record["type"] == "HandlerOutput" and given.get("text") == text)
+
+    return check
+
+
 async def _session(
     client: httpx.AsyncClient, spec: LoadSpec, report: LoadReport, active: list[int]
 ) -> None:
@@ -184,12 +192,7 @@ async def _session(
                 mark = len(follower.records)
                 sent = trio.current_time()
                 await _post(client, f"v1/sessions/{sid}/input", {"type": "text", "text": text}, 202)
-                arrived = await follower.wait_for(
-                    lambda r, t=text: r["type"] == "HandlerOutput"
-                    and (r.get("input") or {}).get("data", {}).get("text") == t,
-                    mark,
-                    spec.timeout,
-                )
+                arrived = await follower.wait_for(_answer_to(text), mark, spec.timeout)
                 report.first_output.append(arrived - sent)
                 await trio.sleep(spec.think)
                 if spec.interrupt_every and (turn + 1) % spec.interrupt_every == 0:
