@@ -1,21 +1,28 @@
 """A chat agent to serve (``python -m taskrunner serve examples/chat_agent.py``) and to load.
 
 It greets with the session's ``name`` parameter, answers each text at once, and streams a
-"thought" from an interruptible background task (20 log lines, 0.1 s apart), as an agent
+"thought" from an interruptible background task (50 log lines, 0.1 s apart), as an agent
 streams a long LLM answer: a barge-in or ``POST /v1/sessions/ID/interrupt`` cancels it.
+``CHAT_AGENT_WORK_KB=N`` makes each step also hash N KiB (CPU work, as parsing and
+post-processing a streamed answer is), which the serving benchmark uses.
 """
 
 import asyncio
+import hashlib
+import os
 
 from taskrunner.events import LogEvent, StartEvent, StopEvent, TextEvent, TextToSpeechEvent
 
-STEPS = 20
+STEPS = 50
 GAP = 0.1
+WORK = bytes(1024 * int(os.environ.get("CHAT_AGENT_WORK_KB", "0")))
 
 
 async def think(context, turn):
     for step in range(STEPS):
         await asyncio.sleep(GAP)
+        if WORK:
+            hashlib.sha256(WORK).digest()
         yield LogEvent(f"thought {turn}.{step}")
     context.set_data("last_thought", turn)
 

@@ -124,7 +124,9 @@ class _Follower:
             self._news.set()
             self._news = trio.Event()
 
-    async def wait_for(self, check: Callable[[Record], bool], start: int, timeout: float) -> float:
+    async def wait_for(
+        self, check: Callable[[Record], bool], start: int, timeout: float, what: str
+    ) -> float:
         """Arrival time of the first record from index ``start`` on that satisfies ``check``."""
         index = start
         with trio.move_on_after(timeout):
@@ -136,7 +138,7 @@ class _Follower:
                 if self.ended:
                     break
                 await self._news.wait()
-        raise _SessionFailed("timeout waiting for a record")
+        raise _SessionFailed(f"timeout waiting for {what}")
 
 
 async def _post(client: httpx.AsyncClient, path: str, body: Any, status: int) -> Any:
@@ -167,6 +169,10 @@ async def _check(client: httpx.AsyncClient, follower: _Follower, report: LoadRep
     report.lost_records += max(seen_missing, gaps)
 
 
+def _type(kind: str) -> Callable[[Record], bool]:
+    return lambda record: bool(record["type"] == kind)
+
+
 def _answer_to(text: str) -> Callable[[Record], bool]:
     def check(record: Record) -> bool:
         given = (record.get("input") or {}).get("data", {})
@@ -192,7 +198,7 @@ async def _session(
                 mark = len(follower.records)
                 sent = trio.current_time()
                 await _post(client, f"v1/sessions/{sid}/input", {"type": "text", "text": text}, 202)
-                arrived = await follower.wait_for(_answer_to(text), mark, spec.timeout)
+                arrived = await follower.wait_for(_answer_to(text), mark, spec.timeout, "output")
                 report.first_output.append(arrived - sent)
                 await trio.sleep(spec.think)
                 if spec.interrupt_every and (turn + 1) % spec.interrupt_every == 0:
@@ -203,16 +209,18 @@ async def _session(
                         lambda r: r["type"] == "TaskCancelled" and r.get("reason") == "interrupted",
                         mark,
                         spec.timeout,
+                        "interruption",
                     )
                     report.interruption.append(arrived - sent)
             await _post(client, f"v1/sessions/{sid}/input", {"type": "stop"}, 202)
-            await follower.wait_for(lambda r: r["type"] == "SessionEnded", 0, spec.timeout)
+            ended = _type("SessionEnded")
+            await follower.wait_for(ended, 0, spec.timeout, "SessionEnded")
         await _check(client, follower, report)
         report.completed += 1
-    except _SessionFailed as exc:
-        report.errors[str(exc)] += 1
-    except httpx.HTTPError as exc:
-        report.errors[type(exc).__name__] += 1
+    except* _SessionFailed as group:
+        report.errors[str(group.exceptions[0])] += 1
+    except* httpx.HTTPError as group:
+        report.errors[type(group.exceptions[0]).__name__] += 1
     finally:
         active[0] -= 1
 
