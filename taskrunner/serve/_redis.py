@@ -412,7 +412,14 @@ class RedisBackend:
         self._runners[session_id] = runner
         self.hub.register(session_id, runner)
         assert self._nursery is not None
-        await self._nursery.start(self._host, runner)
+        try:
+            await self._nursery.start(self._host, runner)
+        except Exception:
+            # e.g. a checkpoint this version cannot restore: end the session rather than
+            # have every worker claim it again and again
+            # (the host has queued its end)
+            logger.exception("worker %s: session %s cannot go on", self.worker_id, session_id)
+            return
         after_input = "0-0" if state is None else str(state["input_id"])
 
         def deliver(entries: list[Any]) -> None:

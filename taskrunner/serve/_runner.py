@@ -136,6 +136,8 @@ class SessionRunner:
 
     def deliver(self, input_id: str, message: dict[str, Any]) -> None:
         """Hand the session one input (synchronous; never blocks)."""
+        if self._handing_over or self._aborted:
+            return  # the next owner takes it from the input stream
         kind = message.get("k")
         session = self._session
         if kind == "interrupt":
