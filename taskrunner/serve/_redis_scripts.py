@@ -59,11 +59,11 @@ return 1
 """
 
 # KEYS: lease, meta, new-session stream. ARGV: worker, session id.
-# Gives the session up and queues it for another worker at once. -> 1, or 0 when fenced.
+# Gives the session up (the owner field stays until the taker's claim, which names it as the
+# previous owner) and queues it for another worker at once. -> 1, or 0 when fenced.
 RELEASE = """
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
 redis.call('DEL', KEYS[1])
-redis.call('HSET', KEYS[2], 'owner', '')
 redis.call('XADD', KEYS[3], '*', 'sid', ARGV[2], 'why', 'handed_over')
 return 1
 """
