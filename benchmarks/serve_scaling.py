@@ -30,10 +30,12 @@ from taskrunner.serve._loadtest import LoadSpec, run_load
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def start_server(workers: int, redis: str, work_kb: int, log: Path) -> tuple[subprocess.Popen[bytes], str]:
+def start_server(
+    workers: int, redis: str, work_kb: int, log: Path
+) -> tuple[subprocess.Popen[bytes], str]:
     env = {**os.environ, "CHAT_AGENT_WORK_KB": str(work_kb)}
     env.pop("TASKRUNNER_API_KEY", None)
-    out = open(log, "wb")  # noqa: SIM115 - the server writes to it until stopped
+    out = open(log, "wb")  # the server writes to it until stopped
     proc = subprocess.Popen(
         [sys.executable, "-m", "taskrunner", "serve", str(ROOT / "examples/chat_agent.py"),
          "--port", "0", "--workers", str(workers), "--redis", redis,

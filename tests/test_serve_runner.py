@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 import trio
-
 from serve_agent import handler as asyncio_handler
 from serve_agent import trio_handler
+
 from taskrunner.serve import (
     BadInputError,
     Resume,

@@ -274,11 +274,14 @@ def create_api(
 
         async def inputs() -> None:
             while True:
-                text = await ws.receive_text()
+                message = await ws.receive()
+                if message["type"] == "websocket.disconnect":
+                    raise WebSocketDisconnect(message.get("code", 1000))
+                data = message.get("bytes") or (message.get("text") or "").encode()
                 try:
-                    if len(text.encode()) > max_body:
+                    if len(data) > max_body:
                         raise PayloadTooLargeError(f"message over {max_body} bytes")
-                    event = parse_input(_decode(text.encode()))
+                    event = parse_input(_decode(data))
                     await backend.send_input(session_id, event)
                 except ServeError as exc:
                     await ws.send_text(json_dumps({"error": str(exc), "status": exc.status}))

@@ -23,7 +23,8 @@ class LocalBackend:
     by the hub's ``history_limit``), where the debugger page reads them too.
 
     ``keep_ended`` ended sessions stay listed (the oldest are dropped from the listing
-    past that). Use :meth:`run` in a nursery (``await nursery.start(backend.run)``); it
+    past that); past ``max_sessions`` running ones, new sessions are refused
+    (503). Use :meth:`run` in a nursery (``await nursery.start(backend.run)``); it
     returns after :meth:`drain` once every session has ended.
     """
 
@@ -36,6 +37,7 @@ class LocalBackend:
         flavor: Flavor = "asyncio",
         stop_grace: float = 0.0,
         keep_ended: int = 10_000,
+        max_sessions: int = 10_000,
     ) -> None:
         self.worker_id = worker_name()
         self.agent_id = agent_id
@@ -44,6 +46,7 @@ class LocalBackend:
         self._flavor: Flavor = flavor
         self._stop_grace = stop_grace
         self._keep_ended = keep_ended
+        self._max_sessions = max_sessions
         self._runners: dict[str, SessionRunner] = {}
         self._info: OrderedDict[str, dict[str, Any]] = OrderedDict()
         self._inputs = 0
@@ -79,6 +82,11 @@ class LocalBackend:
         """See :class:`taskrunner.serve.Backend`."""
         if self._draining or self._nursery is None:
             raise UnavailableError("this server is shutting down and takes no new sessions")
+        if len(self._runners) >= self._max_sessions:
+            raise UnavailableError(
+                f"this server runs {self._max_sessions} sessions, its --max-sessions; "
+                "try again later"
+            )
         session_id = new_session_id()
         runner = SessionRunner(
             self._handler,

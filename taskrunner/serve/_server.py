@@ -112,7 +112,12 @@ async def _worker(cfg: ServeConfig, fd: int, url: str) -> None:
     backend: Any
     if cfg.redis_url is None:
         backend = LocalBackend(
-            handler, agent_id=cfg.agent_id, hub=hub, flavor=flavor, stop_grace=cfg.stop_grace
+            handler,
+            agent_id=cfg.agent_id,
+            hub=hub,
+            flavor=flavor,
+            stop_grace=cfg.stop_grace,
+            max_sessions=cfg.max_sessions,
         )
     else:
         from ._redis import RedisBackend
