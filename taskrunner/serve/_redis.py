@@ -239,7 +239,12 @@ class RedisBackend:
     # ------------------------------------------------------------------ running
 
     async def run(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Connect, then claim and run sessions until :meth:`drain` finishes (or cancelled)."""
+        """Connect, then claim and run sessions until :meth:`drain` finishes.
+
+        Waits (retrying) until Redis answers before ``task_status.started()``. Cancelling it
+        stops everything at once, as a crash would: the sessions stay claimed until their
+        leases expire, and then another worker takes them over.
+        """
         async with self._client:
             await self._retrying("setup", self._setup)
             async with trio.open_nursery() as nursery:

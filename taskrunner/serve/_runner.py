@@ -241,7 +241,12 @@ class SessionRunner:
     # ------------------------------------------------------------------ running
 
     async def run(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Run the session until it ends, is handed over or aborted; see the class doc."""
+        """Run the session until it ends, is handed over or aborted; see the class doc.
+
+        ``task_status.started()`` is called once the session is open (restored, or with its
+        parameters in the data). Cancelling the caller cancels the session at once: its
+        tasks end with reason ``"closed"``, and no state is saved after that.
+        """
         try:
             with self._scope:
                 await self._run(task_status)
