@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -434,8 +435,13 @@ async def _takeover(server: Server) -> None:
 
 
 def _redis_server(port: int, directory: Path) -> subprocess.Popen[bytes]:
+    binary = shutil.which("redis-server")
+    if binary is None:  # a Redis given by TASKRUNNER_REDIS_URL, and none to restart here
+        if os.environ.get("TASKRUNNER_REQUIRE_SERVICES") == "1":
+            pytest.fail("redis-server is not installed; TASKRUNNER_REQUIRE_SERVICES=1")
+        pytest.skip("redis-server is not installed here")
     return subprocess.Popen(
-        ["redis-server", "--bind", "127.0.0.1", "--port", str(port), "--dir", str(directory),
+        [binary, "--bind", "127.0.0.1", "--port", str(port), "--dir", str(directory),
          "--save", "", "--appendonly", "yes", "--protected-mode", "yes"],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
