@@ -75,7 +75,7 @@ class _Tail:
     def __init__(self, backend: RedisBackend, name: str) -> None:
         self._backend = backend
         self._name = name
-        self._wake_key = backend._key("w", backend.worker_id, f"wake-{name}")
+        self.wake_key = backend._key("w", backend.worker_id, f"wake-{name}")
         self._wake_id = "0-0"
         self.positions: dict[str, str] = {}
         self.handlers: dict[str, Callable[[list[Any]], None]] = {}
@@ -98,18 +98,18 @@ class _Tail:
             self._dirty = False
             async with self._backend._client.pipeline(transaction=False) as pipe:
                 pipe.xadd(
-                    self._wake_key,
+                    self.wake_key,
                     {"w": "1"},
                     trim_strategy=PureToken.MAXLEN,
                     threshold=10,
                     trim_operator=PureToken.APPROXIMATELY,
                 )
-                pipe.expire(self._wake_key, 3600)
+                pipe.expire(self.wake_key, 3600)
 
     async def run(self) -> None:
         client = self._backend._client
         while True:
-            streams = {self._wake_key: self._wake_id, **self.positions}
+            streams = {self.wake_key: self._wake_id, **self.positions}
             result = await self._backend._retrying(
                 f"{self._name} reader",
                 partial(client.xread, streams, count=200, block=_BLOCK_MS),
@@ -117,7 +117,7 @@ class _Tail:
             for key, entries in (result or {}).items():
                 if not entries:
                     continue
-                if key == self._wake_key:
+                if key == self.wake_key:
                     self._wake_id = entries[-1].identifier
                     continue
                 if key not in self.positions:
@@ -295,9 +295,14 @@ class RedisBackend:
             self._flushed = trio.Event()
             self._queue_wakeup.set()
             await self._flushed.wait()
-        await self._retrying(
-            "drain", lambda: self._client.zrem(self._key("workers"), [self.worker_id])
-        )
+        async def leave() -> None:
+            async with self._client.pipeline(transaction=False) as pipe:
+                pipe.zrem(self._key("workers"), [self.worker_id])
+                # its pending entries (if any) are sessions in the live set: scanned anyway
+                pipe.xgroup_delconsumer(self._key("new"), _GROUP, self.worker_id)
+                pipe.delete([self._inputs.wake_key, self._records.wake_key])
+
+        await self._retrying("drain", leave)
         if self._nursery is not None:
             self._nursery.cancel_scope.cancel()
 
