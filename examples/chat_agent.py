@@ -1,7 +1,7 @@
 """A chat agent to serve (``python -m taskrunner serve examples/chat_agent.py``) and to load.
 
 It greets with the session's ``name`` parameter, answers each text at once, and streams a
-"thought" from an interruptible background task (10 log lines, 0.5 s apart), as an agent
+"thought" from an interruptible background task (60 log lines, 0.5 s apart), as an agent
 streams a long LLM answer: a barge-in or ``POST /v1/sessions/ID/interrupt`` cancels it.
 ``CHAT_AGENT_WORK_KB=N`` makes each step also hash N KiB (CPU work, as parsing and
 post-processing a streamed answer is), which the serving benchmark uses.
@@ -13,7 +13,7 @@ import os
 
 from taskrunner.events import LogEvent, StartEvent, StopEvent, TextEvent, TextToSpeechEvent
 
-STEPS = 10
+STEPS = 60
 GAP = 0.5
 WORK = bytes(1024 * int(os.environ.get("CHAT_AGENT_WORK_KB", "0")))
 

@@ -414,8 +414,9 @@ async def _takeover(server: Server) -> None:
     # a new connection: the old one may have been accepted by the killed worker
     async with _client(server, None) as client:
         resumed = await _wait_record(client, sid, lambda r: r["type"] == "SessionResumed")
-        # taken over within the lease (2 s) plus the scan period and some slack
-        assert trio.current_time() - killed_at < 2 + 2 / 3 + 2
+        # taken over once the lease (2 s) ran out, at the next scan (every 2/3 s); the slack
+        # is for a loaded machine, not a speed claim
+        assert trio.current_time() - killed_at < 2 + 2 / 3 + 5
         assert resumed["previous_owner"] == owner and resumed["owner"] != owner
         records = await _records(client, sid)
         assert records[: len(published)] == published  # nothing published was lost
