@@ -534,3 +534,26 @@ async def test_loadtest_command(tmp_path: Path) -> None:
     assert report["completed"] == 3 and report["errors"] == {} and report["lost_records"] == 0
     assert report["first_output_ms"]["n"] == 6 and report["interruption_ms"]["n"] == 6
     assert report["records"] > 0
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--workers", "2"], "--workers N needs --redis URL"),
+        (["--redis", "localhost:6379"], "--redis takes redis://HOST:PORT/DB"),
+        (["--stop-grace", "-1"], "--stop-grace must be >= 0"),
+    ],
+)
+def test_serve_command_line_refuses(args: list[str], message: str) -> None:
+    from taskrunner.tools.cli import main
+
+    with pytest.raises(SystemExit, match=re.escape(message)):
+        main(["serve", AGENT, *args])
+
+
+def test_serve_command_line_checks_numbers(capsys: pytest.CaptureFixture[str]) -> None:
+    from taskrunner.tools.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["serve", AGENT, "--workers", "0"])
+    assert "--workers must be > 0, got '0'" in capsys.readouterr().err
