@@ -9,12 +9,13 @@ and :func:`restore_session` (puts that back into a freshly opened session). When
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 from .._core.records import jsonable
-from .._session.session import Session
+from .._session.session import Session, open_session
 
-__all__ = ["CHECKPOINT_VERSION", "checkpoint_session", "restore_session"]
+__all__ = ["CHECKPOINT_VERSION", "checkpoint_session", "core_restore", "restore_session"]
 
 #: Bumped when the layout changes; :func:`restore_session` refuses other versions.
 CHECKPOINT_VERSION = 1
@@ -25,14 +26,15 @@ def checkpoint_session(session: Session, *, parameters: dict[str, Any]) -> dict[
 
     Keys: ``version``, ``session_id``, ``agent_id``, ``environment``, ``parameters`` (as
     given at start), ``data`` (the session data, through ``jsonable``: values JSON cannot hold
-    come back as their ``repr``), and ``conversation`` (the completion messages when the
-    context keeps them, else an empty list). Running tasks are not in it: they cannot move
+    come back as their ``repr``), ``conversation`` (the completion messages when the
+    context keeps them, else an empty list), and ``core``: ``context.checkpoint()`` when the
+    context has it. Running tasks are not in it: they cannot move
     between processes, and the taker reports them ended (``"worker_lost"``).
     """
     context = session.context
     getter = getattr(context, "get_completion_messages", None)
     conversation = jsonable(getter()) if callable(getter) else []
-    return {
+    out = {
         "version": CHECKPOINT_VERSION,
         "session_id": context.session_id,
         "agent_id": context.agent_id,
@@ -41,6 +43,17 @@ def checkpoint_session(session: Session, *, parameters: dict[str, Any]) -> dict[
         "data": jsonable(context.data),
         "conversation": conversation,
     }
+    core = getattr(context, "checkpoint", None)
+    if callable(core):
+        # The core's own checkpoint (data trail, cache, tests...), for open_session(restore=).
+        out["core"] = core()
+    return out
+
+
+def core_restore() -> bool:
+    """Whether ``open_session`` takes ``restore=`` and ``parameters=`` (the core's own
+    checkpoints); then a resumed session is opened with ``restore=checkpoint["core"]``."""
+    return {"restore", "parameters"} <= set(inspect.signature(open_session).parameters)
 
 
 def restore_session(session: Session, checkpoint: dict[str, Any]) -> None:

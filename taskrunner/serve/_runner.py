@@ -23,7 +23,7 @@ from .._core.supervisor import Flavor
 from .._session.agent_events import StartEvent, StopEvent
 from .._session.records import SessionStarted
 from .._session.session import AgentHandler, Session, open_session
-from ._checkpoint import checkpoint_session, restore_session
+from ._checkpoint import checkpoint_session, core_restore, restore_session
 from ._inputs import event_from_json
 
 __all__ = ["Resume", "SessionRunner", "lost_tasks"]
@@ -282,6 +282,23 @@ class SessionRunner:
                 )
             )
         async with trio.open_nursery() as nursery:
+            options: dict[str, Any] = {}
+            restoring = resume is not None and resume.state is not None
+            if restoring:
+                assert resume is not None and resume.state is not None
+                saved_id = resume.state["session"].get("session_id")
+                if saved_id != self.session_id:
+                    raise ValueError(
+                        f"checkpoint of session {saved_id!r} cannot restore "
+                        f"session {self.session_id!r}"
+                    )
+            by_core = core_restore()
+            if by_core:
+                if restoring:
+                    assert resume is not None and resume.state is not None
+                    options["restore"] = resume.state["session"]["core"]
+                else:
+                    options["parameters"] = dict(self.parameters)
             try:
                 async with open_session(
                     self._handler,
@@ -290,11 +307,13 @@ class SessionRunner:
                     environment=self.environment,
                     flavor=self._flavor,
                     stop_grace=self._stop_grace,
+                    **options,
                 ) as session:
                     nursery.start_soon(self._pump, session)
-                    if resume is not None and resume.state is not None:
+                    if restoring and not by_core:
+                        assert resume is not None and resume.state is not None
                         restore_session(session, resume.state["session"])
-                    else:
+                    elif not by_core:
                         for key, value in self.parameters.items():
                             session.context.set_data(key, value)
                     self._session = session
