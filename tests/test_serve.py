@@ -557,3 +557,30 @@ def test_serve_command_line_checks_numbers(capsys: pytest.CaptureFixture[str]) -
     with pytest.raises(SystemExit):
         main(["serve", AGENT, "--workers", "0"])
     assert "--workers must be > 0, got '0'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("backend", ["memory", "redis"])
+async def test_records_kept_per_session_are_bounded(
+    tmp_path: Path, backend: str, request: pytest.FixtureRequest
+) -> None:
+    args = ["--max-records", "100"]
+    if backend == "redis":
+        redis_url = request.getfixturevalue("redis_url")
+        args += ["--redis", redis_url, "--prefix", f"t{uuid.uuid4().hex[:8]}"]
+    async with serve(tmp_path, *args, workers_up=1 if backend == "redis" else 0) as server:
+        async with _client(server, None) as client:
+            sid = await _start(client)
+            for i in range(80):
+                text = {"type": "text", "text": f"{i}"}
+                await client.post(f"/v1/sessions/{sid}/input", json=text)
+            await _wait_record(client, sid, _said("turn 80: 79"))
+            records = await _records(client, sid)
+            # Redis trims whole nodes of its stream ("MAXLEN ~"): about the bound, never below
+            assert 100 <= len(records) <= 200
+            assert records[0]["seq"] > 0 and records[-1]["seq"] >= 320
+            _contiguous_from(records)
+
+
+def _contiguous_from(records: list[dict[str, Any]]) -> None:
+    first = records[0]["seq"]
+    assert [r["seq"] for r in records] == list(range(first, first + len(records)))
