@@ -26,109 +26,25 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import time
-from collections import deque
-from collections.abc import Awaitable, Callable, Iterator
-from contextlib import contextmanager
 from functools import partial
-from typing import Any, TypeVar
+from typing import Any
 
-import coredis
 import coredis.exceptions
 import trio
 from coredis.tokens import PureToken
 
-from .._core.supervisor import Flavor
-from .._session.session import AgentHandler
-from ..tools.hub import Hub
 from . import _redis_scripts as scripts
-from ._backend import Deliver, new_session_id, worker_name
-from ._errors import ConflictError, NotFoundError, UnavailableError
+from ._redis_api import RedisApi
+from ._redis_base import BLOCK_MS, GROUP, REDIS_DOWN, seq_of
 from ._runner import Resume, SessionRunner, lost_tasks
 
 __all__ = ["RedisBackend"]
 
 logger = logging.getLogger("taskrunner.serve")
 
-T = TypeVar("T")
 
-#: What counts as "Redis cannot be reached" (retried with backoff) rather than a bug.
-REDIS_DOWN: tuple[type[BaseException], ...] = (
-    coredis.exceptions.ConnectionError,
-    OSError,
-    TimeoutError,
-)
-
-_GROUP = "workers"
-_BLOCK_MS = 2000
-
-
-def _seq_of(entry_id: str) -> int:
-    return int(entry_id.split("-", 1)[1]) - 1
-
-
-class _Tail:
-    """One blocking ``XREAD`` over many streams for this worker, started again whenever the
-    set of streams changes (woken through the worker's wake stream)."""
-
-    def __init__(self, backend: RedisBackend, name: str) -> None:
-        self._backend = backend
-        self._name = name
-        self.wake_key = backend._key("w", backend.worker_id, f"wake-{name}")
-        self._wake_id = "0-0"
-        self.positions: dict[str, str] = {}
-        self.handlers: dict[str, Callable[[list[Any]], None]] = {}
-        self._dirty = False
-
-    def watch(self, key: str, after: str, handler: Callable[[list[Any]], None]) -> None:
-        """Read ``key`` from after entry ``after`` on, handing each batch to ``handler``."""
-        self.positions[key] = after
-        self.handlers[key] = handler
-        self._dirty = True
-
-    def unwatch(self, key: str) -> None:
-        """Stop reading ``key``."""
-        self.positions.pop(key, None)
-        self.handlers.pop(key, None)
-
-    async def wake(self) -> None:
-        """Make the blocking read start again with the current streams."""
-        if self._dirty:
-            self._dirty = False
-            async with self._backend._client.pipeline(transaction=False) as pipe:
-                pipe.xadd(
-                    self.wake_key,
-                    {"w": "1"},
-                    trim_strategy=PureToken.MAXLEN,
-                    threshold=10,
-                    trim_operator=PureToken.APPROXIMATELY,
-                )
-                pipe.expire(self.wake_key, 3600)
-
-    async def run(self) -> None:
-        client = self._backend._client
-        while True:
-            streams = {self.wake_key: self._wake_id, **self.positions}
-            result = await self._backend._retrying(
-                f"{self._name} reader",
-                partial(client.xread, streams, count=200, block=_BLOCK_MS),
-            )
-            for key, entries in (result or {}).items():
-                if not entries:
-                    continue
-                if key == self.wake_key:
-                    self._wake_id = entries[-1].identifier
-                    continue
-                if key not in self.positions:
-                    continue
-                self.positions[key] = entries[-1].identifier
-                handler = self.handlers.get(key)
-                if handler is not None:
-                    handler(list(entries))
-
-
-class RedisBackend:
+class RedisBackend(RedisApi):
     """A worker sharing sessions with others through Redis; see the module docstring.
 
     ``lease``: seconds a claim lasts without renewal (renewed every third of it); a dead
@@ -138,103 +54,6 @@ class RedisBackend:
     other live workers after their current input (or stops them when there is none), and
     returns once all is written.
     """
-
-    def __init__(
-        self,
-        handler: AgentHandler,
-        *,
-        agent_id: str,
-        hub: Hub,
-        redis_url: str,
-        flavor: Flavor = "asyncio",
-        stop_grace: float = 0.0,
-        lease: float = 10.0,
-        max_records: int = 10_000,
-        max_sessions: int = 10_000,
-        prefix: str = "taskrunner",
-        retention: float = 24 * 3600,
-    ) -> None:
-        self.worker_id = worker_name()
-        self.agent_id = agent_id
-        self.hub = hub
-        self._handler = handler
-        self._flavor: Flavor = flavor
-        self._stop_grace = stop_grace
-        self._lease = lease
-        self._max_records = max_records
-        self._max_sessions = max_sessions
-        self._prefix = prefix
-        self._retention = int(retention)
-        self._client: Any = coredis.Redis.from_url(
-            redis_url, decode_responses=True, connect_timeout=2.0, stream_timeout=10.0
-        )
-        self._runners: dict[str, SessionRunner] = {}
-        self._nursery: trio.Nursery | None = None
-        self._draining = False
-        self._queue: deque[tuple[str, str, Any]] = deque()
-        self._queue_wakeup = trio.Event()
-        self._flushed = trio.Event()
-        self._down_since: float | None = None
-        self._last_renewal = time.monotonic()
-        self._record_events: dict[str, trio.Event] = {}
-        self._followers: dict[str, int] = {}
-        self._scripts: dict[str, Any] = {}
-        self._inputs = _Tail(self, "inputs")
-        self._records = _Tail(self, "records")
-
-    # ------------------------------------------------------------------ keys
-
-    def _key(self, *parts: str) -> str:
-        return ":".join((self._prefix, *parts))
-
-    def _skey(self, session_id: str, what: str) -> str:
-        return self._key("s", session_id, what)
-
-    def _script(self, name: str) -> Any:
-        script = self._scripts.get(name)
-        if script is None:
-            script = self._scripts[name] = self._client.register_script(getattr(scripts, name))
-        return script
-
-    # ------------------------------------------------------------------ faults
-
-    async def _retrying(self, what: str, call: Callable[[], Awaitable[T]]) -> T:
-        """``await call()``, again with backoff (0.1 s doubling to 5 s) while Redis is down;
-        the outage and the recovery are logged once each."""
-        delay = 0.1
-        while True:
-            try:
-                result = await call()
-            except REDIS_DOWN as exc:
-                if self._down_since is None:
-                    self._down_since = time.monotonic()
-                    logger.warning(
-                        "worker %s: Redis unreachable (%s: %s); retrying with backoff, "
-                        "not claiming sessions meanwhile",
-                        self.worker_id,
-                        type(exc).__name__,
-                        exc,
-                    )
-                else:
-                    logger.debug("%s: Redis still unreachable: %s", what, exc)
-                await trio.sleep(delay)
-                delay = min(delay * 2, 5.0)
-                continue
-            if self._down_since is not None:
-                logger.warning(
-                    "worker %s: Redis reachable again after %.1f s",
-                    self.worker_id,
-                    time.monotonic() - self._down_since,
-                )
-                self._down_since = None
-            return result
-
-    async def _api_call(self, call: Callable[[], Awaitable[T]]) -> T:
-        """A call made for an API request: fails fast with 503 while Redis is down."""
-        try:
-            return await call()
-        except REDIS_DOWN as exc:
-            raise UnavailableError(f"Redis is unreachable ({type(exc).__name__}: {exc})") from None
 
     # ------------------------------------------------------------------ running
 
@@ -260,7 +79,7 @@ class RedisBackend:
 
     async def _setup(self) -> None:
         try:
-            await self._client.xgroup_create(self._key("new"), _GROUP, "$", mkstream=True)
+            await self._client.xgroup_create(self._key("new"), GROUP, "$", mkstream=True)
         except coredis.exceptions.StreamDuplicateConsumerGroupError:
             pass  # another worker made it
         for name in scripts.__all__:
@@ -299,7 +118,7 @@ class RedisBackend:
             async with self._client.pipeline(transaction=False) as pipe:
                 pipe.zrem(self._key("workers"), [self.worker_id])
                 # its pending entries (if any) are sessions in the live set: scanned anyway
-                pipe.xgroup_delconsumer(self._key("new"), _GROUP, self.worker_id)
+                pipe.xgroup_delconsumer(self._key("new"), GROUP, self.worker_id)
                 pipe.delete([self._inputs.wake_key, self._records.wake_key])
 
         await self._retrying("drain", leave)
@@ -320,11 +139,11 @@ class RedisBackend:
                 "claimer",
                 partial(
                     self._client.xreadgroup,
-                    _GROUP,
+                    GROUP,
                     self.worker_id,
                     {new: ">"},
                     count=min(room, 20),
-                    block=_BLOCK_MS,
+                    block=BLOCK_MS,
                 ),
             )
             for entries in (result or {}).values():
@@ -332,7 +151,7 @@ class RedisBackend:
                     if not self._draining:
                         await self._claim(entry.field_values["sid"])
                     await self._retrying(
-                        "claimer", partial(self._client.xack, new, _GROUP, [entry.identifier])
+                        "claimer", partial(self._client.xack, new, GROUP, [entry.identifier])
                     )
 
     async def _orphan_scanner(self) -> None:
@@ -385,7 +204,7 @@ class RedisBackend:
             await self._retrying("claim", lambda: client.delete([lease_key]))
             return
         state = json.loads(ckpt) if ckpt else None
-        last_seq = _seq_of(last[0].identifier) if last else -1
+        last_seq = seq_of(last[0].identifier) if last else -1
         resume: Resume | None = None
         if last_seq >= 0:
             since = -1 if state is None else int(state["seq"])
@@ -553,195 +372,3 @@ class RedisBackend:
             for index in lost:
                 self._lost(ids[index], "its lease was taken")
 
-    # ------------------------------------------------------------------ API
-
-    async def start_session(self, environment: str, parameters: dict[str, Any]) -> str:
-        """See :class:`taskrunner.serve.Backend`."""
-        if self._draining:
-            raise UnavailableError("this worker is shutting down and takes no new sessions")
-        session_id = new_session_id()
-        now = time.time()
-
-        async def write() -> None:
-            async with self._client.pipeline(transaction=True) as pipe:
-                pipe.hset(
-                    self._skey(session_id, "meta"),
-                    {
-                        "agent_id": self.agent_id,
-                        "environment": environment,
-                        "parameters": json.dumps(parameters),
-                        "state": "running",
-                        "owner": "",
-                        "created": repr(now),
-                    },
-                )
-                pipe.xadd(self._skey(session_id, "in"), {"m": json.dumps({"k": "start"})})
-                pipe.zadd(self._key("sessions"), {session_id: now})
-                pipe.sadd(self._key("live"), [session_id])
-                pipe.xadd(self._key("new"), {"sid": session_id, "why": "new"})
-
-        await self._api_call(write)
-        return session_id
-
-    async def _input(self, session_id: str, message: dict[str, Any], stops: bool) -> str:
-        keys = [self._skey(session_id, "meta"), self._skey(session_id, "in")]
-        args = [json.dumps(message), "1" if stops else "0"]
-        ok, detail = await self._api_call(lambda: self._script("INPUT")(keys, args))
-        if int(ok):
-            return str(detail)
-        if detail == "missing":
-            raise NotFoundError(f"no session {session_id!r}")
-        raise ConflictError(f"session {session_id!r} has {detail}: it takes no input")
-
-    async def send_input(self, session_id: str, event: dict[str, Any]) -> str:
-        """See :class:`taskrunner.serve.Backend`."""
-        message = {"k": "input", "event": event}
-        return await self._input(session_id, message, event["type"] == "stop")
-
-    async def interrupt(self, session_id: str) -> None:
-        """See :class:`taskrunner.serve.Backend`."""
-        await self._input(session_id, {"k": "interrupt"}, False)
-
-    async def cancel_task(self, session_id: str, name: str) -> None:
-        """See :class:`taskrunner.serve.Backend`. The owner may be another worker, so an
-        unknown task name is accepted here and changes nothing there."""
-        await self._input(session_id, {"k": "cancel", "name": name}, False)
-
-    async def _read(self, session_id: str, after: int | None, limit: int) -> list[dict[str, Any]]:
-        start = "-" if after is None else f"(0-{after + 1}"
-        entries = await self._api_call(
-            lambda: self._client.xrange(self._skey(session_id, "rec"), start, "+", count=limit)
-        )
-        return [json.loads(e.field_values["r"]) for e in entries]
-
-    async def _meta(self, session_id: str) -> dict[str, str]:
-        meta: dict[str, str] = dict(
-            await self._api_call(lambda: self._client.hgetall(self._skey(session_id, "meta")))
-        )
-        if not meta:
-            raise NotFoundError(f"no session {session_id!r}")
-        return meta
-
-    @contextmanager
-    def _watching(self, session_id: str, after: int | None) -> Iterator[str]:
-        """Have this worker's record reader watch the session's stream while in the block;
-        :meth:`_news` then gives an event set when entries arrive."""
-        key = self._skey(session_id, "rec")
-        if key not in self._records.positions:
-
-            def notify(entries: list[Any]) -> None:
-                event = self._record_events.pop(key, None)
-                if event is not None:
-                    event.set()
-
-            self._records.watch(key, "0-0" if after is None else f"0-{after + 1}", notify)
-        self._followers[key] = self._followers.get(key, 0) + 1
-        try:
-            yield key
-        finally:
-            self._followers[key] -= 1
-            if not self._followers[key]:
-                del self._followers[key]
-                self._records.unwatch(key)
-                self._record_events.pop(key, None)
-
-    def _news(self, key: str) -> trio.Event:
-        event = self._record_events.get(key)
-        if event is None:
-            event = self._record_events[key] = trio.Event()
-        return event
-
-    async def _await(self, event: trio.Event, timeout: float) -> None:
-        await self._api_call(self._records.wake)
-        with trio.move_on_after(timeout):
-            await event.wait()
-
-    async def records(
-        self, session_id: str, after: int | None, limit: int, wait: float
-    ) -> list[dict[str, Any]]:
-        """See :class:`taskrunner.serve.Backend`."""
-        meta = await self._meta(session_id)
-        found = await self._read(session_id, after, limit)
-        if found or wait <= 0 or meta.get("state") == "ended":
-            return found
-        with self._watching(session_id, after) as key:
-            news = self._news(key)
-            found = await self._read(session_id, after, limit)
-            if not found:
-                await self._await(news, wait)
-                found = await self._read(session_id, after, limit)
-        return found
-
-    async def follow(self, session_id: str, after: int | None, deliver: Deliver) -> None:
-        """See :class:`taskrunner.serve.Backend`."""
-        await self._meta(session_id)
-        last = after
-        with self._watching(session_id, after) as key:
-            while True:
-                news = self._news(key)
-                found = await self._read(session_id, last, 1000)
-                for record in found:
-                    await deliver(record)
-                    last = record["seq"]
-                    if record["type"] == "SessionEnded":
-                        return
-                if not found:
-                    if (await self._meta(session_id)).get("state") == "ended":
-                        return
-                    await self._await(news, 5.0)
-
-    def _info(self, session_id: str, meta: dict[str, str]) -> dict[str, Any]:
-        return {
-            "session_id": session_id,
-            "agent_id": meta.get("agent_id"),
-            "environment": meta.get("environment"),
-            "state": meta.get("state"),
-            "owner": meta.get("owner") or None,
-            "created": float(meta.get("created", "nan")),
-        }
-
-    async def session_info(self, session_id: str) -> dict[str, Any]:
-        """See :class:`taskrunner.serve.Backend`."""
-        return self._info(session_id, await self._meta(session_id))
-
-    async def sessions(self, limit: int) -> list[dict[str, Any]]:
-        """See :class:`taskrunner.serve.Backend`."""
-
-        async def read() -> list[dict[str, Any]]:
-            ids = list(await self._client.zrevrange(self._key("sessions"), 0, limit - 1))
-            async with self._client.pipeline(transaction=False) as pipe:
-                metas = [pipe.hgetall(self._skey(s, "meta")) for s in ids]
-            out = []
-            for sid, meta in zip(ids, metas, strict=True):
-                found = dict(await meta)
-                if found:
-                    out.append(self._info(sid, found))
-            return out
-
-        return await self._api_call(read)
-
-    async def health(self) -> dict[str, Any]:
-        """See :class:`taskrunner.serve.Backend`; ``workers`` lists the workers whose
-        heartbeat is younger than the lease."""
-        down = self._down_since
-        workers: list[str] = []
-        if down is None:
-            try:
-                workers = list(
-                    await self._client.zrangebyscore(
-                        self._key("workers"), time.time() - self._lease, "+inf"
-                    )
-                )
-            except REDIS_DOWN:
-                pass
-        return {
-            "workers": sorted(workers),
-            "worker": self.worker_id,
-            "backend": "redis",
-            "sessions": len(self._runners),
-            "draining": self._draining,
-            "redis": "ok" if down is None else f"unreachable for {time.monotonic() - down:.1f} s",
-            "claiming": not self._draining and down is None,
-            "queued_writes": len(self._queue),
-            "lease": self._lease if math.isfinite(self._lease) else None,
-        }
