@@ -584,3 +584,45 @@ async def test_records_kept_per_session_are_bounded(
 def _contiguous_from(records: list[dict[str, Any]]) -> None:
     first = records[0]["seq"]
     assert [r["seq"] for r in records] == list(range(first, first + len(records)))
+
+
+async def test_every_workers_debugger_page_shows_every_session(
+    tmp_path: Path, redis_url: str
+) -> None:
+    # two workers started separately (as on two machines), each on its own port
+    args = ["--redis", redis_url, "--prefix", f"t{uuid.uuid4().hex[:8]}"]
+    async with serve(tmp_path, *args, workers_up=1) as one, serve(
+        tmp_path, *args, workers_up=2
+    ) as two:
+        async with _client(one, None) as a, _client(two, None) as b:
+            sid = await _start(a, parameters={"name": "Gus"})
+            await _wait_record(b, sid, _said("hello Gus"))
+            await b.post(f"/v1/sessions/{sid}/input", json={"type": "text", "text": "x"})
+            await _wait_record(a, sid, _said("turn 1: x"))
+            owner = (await a.get(f"/v1/sessions/{sid}")).json()["owner"]
+            for client in (a, b):
+
+                async def shown(client: httpx.AsyncClient = client) -> list[Any]:
+                    response = await client.get(f"/debugger/api/sessions/{sid}/records")
+                    if response.status_code != 200:
+                        return []
+                    return [r for r in response.json()["records"] if r["type"] == "TaskStarted"]
+
+                with trio.fail_after(10):
+                    while True:
+                        if await shown():
+                            break
+                        await trio.sleep(0.1)
+            # the page's Interrupt works on the worker that does not run the session
+            other = a if (await b.get("/v1/health")).json()["worker"] == owner else b
+            assert (await other.get("/v1/health")).json()["worker"] != owner
+            page = (await other.get("/debugger/")).text
+            token = re.search(r'name="taskrunner-token" content="([^"]+)"', page)
+            assert token is not None
+            response = await other.post(
+                f"/debugger/api/sessions/{sid}/interrupt",
+                headers={"X-Taskrunner-Token": token.group(1)},
+            )
+            assert response.status_code == 200, response.text
+            cancelled = await _wait_record(a, sid, lambda r: r["type"] == "TaskCancelled")
+            assert cancelled["reason"] == "interrupted"

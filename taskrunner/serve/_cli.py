@@ -47,6 +47,9 @@ def add_serve_parser(sub: Any) -> None:
                    help="records kept per session (default %(default)s)")
     p.add_argument("--max-sessions", type=_positive(int, "--max-sessions"), default=10_000,
                    help="sessions one worker runs at most (default %(default)s)")
+    p.add_argument("--mirror", type=int, default=100,
+                   help="with --redis: recent sessions of other workers the debugger page "
+                   "shows too (default %(default)s, 0: only this worker's)")
     p.add_argument("--stop-grace", type=float, default=0.0)
     p.add_argument("--max-body", type=_positive(int, "--max-body"), default=64 * 1024)
     p.add_argument("--prefix", default="taskrunner", help="Redis key prefix")
@@ -89,6 +92,7 @@ def main_serve(args: argparse.Namespace) -> int:
         lease=args.lease,
         max_records=args.max_records,
         max_sessions=args.max_sessions,
+        mirror=max(0, args.mirror),
         stop_grace=args.stop_grace,
         max_body=args.max_body,
         prefix=args.prefix,

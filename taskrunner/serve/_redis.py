@@ -37,6 +37,7 @@ from coredis.tokens import PureToken
 from . import _redis_scripts as scripts
 from ._redis_api import RedisApi
 from ._redis_base import BLOCK_MS, GROUP, REDIS_DOWN, seq_of
+from ._redis_mirror import Mirror
 from ._runner import Resume, SessionRunner, lost_tasks
 
 __all__ = ["RedisBackend"]
@@ -52,7 +53,8 @@ class RedisBackend(RedisApi):
     per session stream (approximately: Redis trims in whole nodes, never below). Use
     :meth:`run` in a nursery; :meth:`drain` (SIGTERM) stops claiming, hands the sessions to
     other live workers after their current input (or stops them when there is none), and
-    returns once all is written.
+    returns once all is written. ``mirror``: how many of the most recent sessions other
+    workers run this worker's debugger page shows too (0: only its own).
     """
 
     # ------------------------------------------------------------------ running
@@ -74,6 +76,7 @@ class RedisBackend(RedisApi):
                 nursery.start_soon(self._renewer)
                 nursery.start_soon(self._claimer)
                 nursery.start_soon(self._orphan_scanner)
+                nursery.start_soon(Mirror(self, self._mirror).run)
                 task_status.started()
                 await trio.sleep_forever()
 

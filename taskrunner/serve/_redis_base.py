@@ -125,6 +125,7 @@ class RedisBase:
         max_sessions: int = 10_000,
         prefix: str = "taskrunner",
         retention: float = 24 * 3600,
+        mirror: int = 100,
     ) -> None:
         self.worker_id = worker_name()
         self.agent_id = agent_id
@@ -137,6 +138,7 @@ class RedisBase:
         self._max_sessions = max_sessions
         self._prefix = prefix
         self._retention = int(retention)
+        self._mirror = mirror
         self._client: Any = coredis.Redis.from_url(
             redis_url, decode_responses=True, connect_timeout=2.0, stream_timeout=10.0
         )

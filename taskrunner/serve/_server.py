@@ -46,7 +46,8 @@ class ServeConfig:
 
     ``redis_url`` None keeps everything in this process (records in memory). ``lease`` is
     the seconds a worker's hold on a session lasts without renewal (takeover time after a
-    crash); ``max_records`` bounds each session's kept records (memory, or its Redis stream).
+    crash); ``max_records`` bounds each session's kept records (memory, or its Redis stream);
+    ``mirror`` is how many recent sessions of other workers a worker's debugger page shows.
     """
 
     module: str
@@ -61,6 +62,7 @@ class ServeConfig:
     lease: float = 10.0
     max_records: int = 10_000
     max_sessions: int = 10_000
+    mirror: int = 100
     stop_grace: float = 0.0
     max_body: int = 64 * 1024
     prefix: str = "taskrunner"
@@ -133,6 +135,7 @@ async def _worker(cfg: ServeConfig, fd: int, url: str) -> None:
             max_records=cfg.max_records,
             max_sessions=cfg.max_sessions,
             prefix=cfg.prefix,
+            mirror=cfg.mirror,
         )
     loopback = is_loopback(cfg.host)
     debugger = create_debugger(
@@ -186,6 +189,7 @@ def _worker_argv(cfg: ServeConfig, fd: int, url: str) -> list[str]:
         "--handler", cfg.handler_name, "--agent-id", cfg.agent_id,
         "--host", cfg.host, "--lease", repr(cfg.lease),
         "--max-records", str(cfg.max_records), "--max-sessions", str(cfg.max_sessions),
+        "--mirror", str(cfg.mirror),
         "--stop-grace", repr(cfg.stop_grace), "--max-body", str(cfg.max_body),
         "--prefix", cfg.prefix, "--worker-fd", str(fd), "--worker-url", url,
     ]  # fmt: skip
