@@ -33,7 +33,9 @@ async def handler(event, context):
     elif isinstance(event, TextEvent):
         turn = context.get_data("turns", 0) + 1
         context.set_data("turns", turn)
-        context.create_task(think(context, turn), name=f"think-{turn}", interruptible=True)
+        context.create_task(
+            think(context, turn), name=f"think-{turn}", interruptible=True, timeout=60
+        )
         yield TextToSpeechEvent(text=f"You said: {event.data.get('text', '')}", voice="nova")
     elif isinstance(event, StopEvent):
         yield TextToSpeechEvent(text="Goodbye!", voice="nova")
