@@ -69,6 +69,9 @@ class Mirror:
                     await self._refresh(nursery)
                 except REDIS_DOWN:
                     pass  # the other loops report the outage
+                except Exception:
+                    # the page is a view: a fault here must not stop the worker's sessions
+                    logger.exception("debugger mirror failed; trying again")
                 await trio.sleep(1.0)
 
     async def _refresh(self, nursery: trio.Nursery) -> None:
@@ -90,10 +93,13 @@ class Mirror:
             start = "-" if known is None else f"(0-{int(known) + 1}"
             entries = await client.xrange(key, start, "+", count=backend._max_records)
             state = await client.hget(backend._skey(session_id, "meta"), "state")
-            if state in ("running", "stopping") and session_id not in backend._runners:
+            if session_id in backend._runners:
+                self._last.pop(session_id, None)  # claimed here meanwhile: its runner publishes
+                continue
+            if state in ("running", "stopping"):
                 hub.register(session_id, RemoteControl(backend, session_id, nursery))
             self._feed(session_id, list(entries))
-            if state in ("running", "stopping"):
+            if state in ("running", "stopping") and session_id in self._last:
                 after = entries[-1].identifier if entries else f"0-{self._last[session_id] + 1}"
                 self._tail.watch(key, after, partial(self._feed, session_id))
         await self._tail.wake()
