@@ -52,10 +52,12 @@ async def _until(what: str, check: Callable[[], Any], timeout: float = 15.0) -> 
     raise AssertionError(f"timed out waiting for {what}")
 
 
-def _spawn(log: Path, args: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
+def _spawn(
+    log: Path, args: list[str], env: dict[str, str], agent: str = AGENT
+) -> subprocess.Popen[bytes]:
     with open(log, "wb") as out:
         return subprocess.Popen(
-            [sys.executable, "-m", "taskrunner", "serve", AGENT, "--port", "0", *args],
+            [sys.executable, "-m", "taskrunner", "serve", agent, "--port", "0", *args],
             stdout=out,
             stderr=subprocess.STDOUT,
             env=env,
@@ -64,11 +66,15 @@ def _spawn(log: Path, args: list[str], env: dict[str, str]) -> subprocess.Popen[
 
 @asynccontextmanager
 async def serve(
-    tmp_path: Path, *args: str, workers_up: int = 0, env: dict[str, str] | None = None
+    tmp_path: Path,
+    *args: str,
+    workers_up: int = 0,
+    env: dict[str, str] | None = None,
+    agent: str = AGENT,
 ) -> AsyncIterator[Server]:
     """Run ``serve`` on a free port until the block ends (then SIGTERM, which drains)."""
     log = tmp_path / f"serve-{uuid.uuid4().hex[:6]}.log"
-    proc = _spawn(log, [*args], {**os.environ, **(env or {})})
+    proc = _spawn(log, [*args], {**os.environ, **(env or {})}, agent)
     server = Server(proc, "", log)
     try:
         match = await _until(
@@ -519,11 +525,12 @@ async def test_sigterm_hands_sessions_over(tmp_path: Path, redis_url: str) -> No
             await _wait_record(client, sid, _said("turn 2: two"))
 
 
-async def test_loadtest_command(tmp_path: Path) -> None:
-    async with serve(tmp_path, "--api-key", KEY) as server:
+async def test_loadtest_command_on_the_chat_example(tmp_path: Path) -> None:
+    chat = str(Path(__file__).parent.parent / "examples" / "chat_agent.py")
+    async with serve(tmp_path, "--api-key", KEY, agent=chat) as server:
         result = await trio.run_process(
             [sys.executable, "-m", "taskrunner", "loadtest", server.url, "--agent-id",
-             "serve_agent", "--sessions", "3", "--rate", "20", "--turns", "2", "--think", "0.2",
+             "chat_agent", "--sessions", "3", "--rate", "20", "--turns", "2", "--think", "0.2",
              "--interrupt-every", "1", "--api-key", KEY, "--json"],
             capture_stdout=True,
             capture_stderr=True,
