@@ -1,10 +1,10 @@
-"""The narrow checkpoint interface the server relies on.
+"""What a worker saves of a session after every handled input, and how it restores it.
 
-A worker saves a session's checkpoint after every handled input, where every worker reaches
-it, and restores it when it takes the session over. Only two functions touch the session:
-:func:`checkpoint_session` (a JSON-safe dict of the session's identity, data and conversation)
-and :func:`restore_session` (puts that back into a freshly opened session). When the core's
-``context.checkpoint()`` / ``open_session(restore=...)`` exist, these two are where they plug in.
+:func:`checkpoint_session` returns a JSON-safe dict: the session's identity, parameters,
+data and conversation, and under ``"core"`` the core's own ``context.checkpoint()`` (data
+trail, cache, tests, outcomes...). A worker that takes the session over opens it with
+``open_session(restore=checkpoint["core"])``; with a core that has no ``restore=``,
+:func:`restore_session` puts the data and conversation back instead.
 """
 
 from __future__ import annotations
