@@ -2,6 +2,7 @@
 
 Commands: ``run MODULE`` (a handler module or path, with ``--say``/``--wait`` steps), ``demo``
 (the built-in order agent and script), ``stress`` (many sessions at once, with checks),
+``serve MODULE`` (the agent over HTTP), ``loadtest URL`` (load a served agent),
 ``variables set|list|unset`` and ``tests`` (the store's variables and A/B tests).
 """
 
@@ -133,6 +134,10 @@ def _parser() -> argparse.ArgumentParser:
 
     add_stress_parser(sub)
 
+    from ..serve._cli import add_loadtest_parser, add_serve_parser
+
+    add_serve_parser(sub)
+    add_loadtest_parser(sub)
     from .store_cli import add_store_parsers
 
     add_store_parsers(sub)
@@ -326,6 +331,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "debug":
         logging.basicConfig(level=logging.WARNING)
         return _debug_recording(args)
+    if args.command in ("serve", "loadtest"):
+        return int(args.run(args))
     if args.command in ("variables", "tests"):
         from .store_cli import run_tests, run_variables
 
