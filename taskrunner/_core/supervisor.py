@@ -331,7 +331,20 @@ class Supervisor(TaskRunning):
         self._check_caller("deadline")
         if handle.done:
             raise ValueError(f"task {handle.name!r} has ended; its deadline cannot change")
-        handle._scope.deadline = deadline
+        scope = handle._scope
+        if (
+            handle.state is TaskState.RUNNING
+            and handle._cancel_at is None
+            and scope.cancel_called
+            and scope.deadline != math.inf
+        ):
+            # It has already timed out (trio delivered its deadline): that decided its end.
+            # Recorded here, as _cancel would, so that neither the move nor a later cancel
+            # turns it into something else, and it is still reported if it ignores it.
+            handle._cancel_at = scope.deadline
+            if self._watch is not None:
+                self._watch.cancelled(handle, scope.deadline)
+        scope.deadline = deadline
         handle._deadline_set = True
         if self._watch is not None and handle.state is TaskState.RUNNING:
             self._watch.deadline(handle, deadline, None)
