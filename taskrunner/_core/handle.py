@@ -149,7 +149,9 @@ class TaskHandle:
         Settable while the task is pending or running: a later or earlier deadline moves its
         timeout (``math.inf`` removes it). The deadline is the task's own cancel scope's, so
         ``trio.current_effective_deadline()`` inside the task sees it. For a pending task it is
-        fixed when it starts (``timeout`` seconds after), unless set here before.
+        fixed when it starts (``timeout`` seconds after), unless set here before. Once the
+        task has been cancelled or has timed out, setting it changes nothing (its end is
+        decided; the deadline keeps the value that applied).
         """
         return float(self._scope.deadline)
 

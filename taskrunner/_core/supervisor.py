@@ -332,18 +332,11 @@ class Supervisor(TaskRunning):
         if handle.done:
             raise ValueError(f"task {handle.name!r} has ended; its deadline cannot change")
         scope = handle._scope
-        if (
-            handle.state is TaskState.RUNNING
-            and handle._cancel_at is None
-            and scope.cancel_called
-            and scope.deadline != math.inf
-        ):
-            # It has already timed out (trio delivered its deadline): that decided its end.
-            # Recorded here, as _cancel would, so that neither the move nor a later cancel
-            # turns it into something else, and it is still reported if it ignores it.
-            handle._cancel_at = scope.deadline
-            if self._watch is not None:
-                self._watch.cancelled(handle, scope.deadline)
+        if handle.state is TaskState.RUNNING and scope.cancel_called:
+            # Already cancelled or timed out: its end is decided and the deadline no longer
+            # applies (moving it would hide a timeout from the stuck watch, or let a later
+            # cancel relabel the timeout).
+            return
         scope.deadline = deadline
         handle._deadline_set = True
         if self._watch is not None and handle.state is TaskState.RUNNING:
