@@ -60,6 +60,7 @@ class TaskHandle:
     """
 
     __slots__ = (
+        "_body",
         "_cancel_at",
         "_deadline",
         "_detail",
@@ -113,6 +114,9 @@ class TaskHandle:
         self._cancel_at: float | None = None
         self._deadline = math.inf
         self._stuck_reported = False
+        # The task's own coroutine or async generator while it runs (for debugging tools:
+        # its current stack); dropped when it ends.
+        self._body: Any = None
 
     def __repr__(self) -> str:
         return (

@@ -445,6 +445,7 @@ class Supervisor:
         handle = TaskHandle(
             self, name, task_id, interruptible, timeout, flavor, now, trio.CancelScope()
         )
+        handle._body = body
         self._tasks[name] = handle
         if timeout is not None:
             deadline = handle._deadline = now + timeout
@@ -529,6 +530,7 @@ class Supervisor:
         now = trio.current_time()
         handle.state = state
         handle.ended_at = now
+        handle._body = None
         if handle.timeout is not None:
             self._stale_deadlines += 1
         # The outcome (and its TaskCancelledError...) is made when someone asks: most never do.
