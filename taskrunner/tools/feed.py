@@ -146,9 +146,7 @@ class AgentFeed:
         """A session opened (in the agent's trio run); ``control`` drives its buttons."""
         remote = None
         if control is not None:
-            remote = RemoteControl(
-                control, trio.lowlevel.current_trio_token(), self.answer_within
-            )
+            remote = RemoteControl(control, trio.lowlevel.current_trio_token(), self.answer_within)
             supervisor = getattr(control, "supervisor", None)
             if self.watchdog is not None and supervisor is not None:
                 self.watchdog.watch(supervisor, session_id)

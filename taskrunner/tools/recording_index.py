@@ -292,4 +292,3 @@ class RecordingIndex:
                 file.seek(offset)
                 line = file.readline()
                 yield line if line.endswith(b"\n") else line + b"\n"
-

@@ -147,9 +147,7 @@ def creation_site(skip: int = 1, limit: int = 8) -> list[FrameInfo]:
     frame: types.FrameType | None = sys._getframe(skip)
     picked: list[types.FrameType] = []
     while frame is not None and len(picked) < limit:
-        if not _is_internal(frame.f_code.co_filename) and not _is_library(
-            frame.f_code.co_filename
-        ):
+        if not _is_internal(frame.f_code.co_filename) and not _is_library(frame.f_code.co_filename):
             picked.append(frame)
         elif picked:
             break  # the user's frames above the first internal one are what matters
@@ -168,9 +166,7 @@ def _code_is(frame: types.FrameType, name: str, filename_tail: str) -> bool:
     return code.co_name == name and code.co_filename.endswith(filename_tail)
 
 
-def find_owner(
-    frames: list[types.FrameType], handles: Any = ()
-) -> tuple[str, Any, int] | None:
+def find_owner(frames: list[types.FrameType], handles: Any = ()) -> tuple[str, Any, int] | None:
     """Which taskrunner task or handler the executing ``frames`` belong to.
 
     Returns ``("task", handle, index)`` or ``("handler", session, index)``, where

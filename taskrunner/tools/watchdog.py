@@ -104,9 +104,7 @@ class LoopWatchdog:
         self._block: _Block | None = None
         self._thread_id: int | None = None
         self._stop = threading.Event()
-        self._supervisors: weakref.WeakKeyDictionary[Any, str | None] = (
-            weakref.WeakKeyDictionary()
-        )
+        self._supervisors: weakref.WeakKeyDictionary[Any, str | None] = weakref.WeakKeyDictionary()
         self.blocks = 0
         """Blocks noticed so far."""
         self.blocked_seconds = 0.0

@@ -119,7 +119,6 @@ class _StaticFiles(StaticFiles):
         return response
 
 
-
 def _json(value: Any, status_code: int = 200) -> Response:
     return Response(
         json_dumps(value),
