@@ -116,7 +116,8 @@ class AgentFeed:
     :meth:`connect` is called in the server's trio run.  With ``capture_creation``, each
     ``TaskStarted`` carries where the task was created (``"created"``: frames) in the hub.
     ``watchdog`` (a :class:`~taskrunner.tools.watchdog.LoopWatchdog`) is told about each
-    registered session.
+    registered session.  With ``forward=False`` (a recording without the page) nothing is
+    queued for a server: only the sinks see the records.
     """
 
     def __init__(
@@ -126,7 +127,9 @@ class AgentFeed:
         max_pending: int = DEFAULT_MAX_PENDING,
         answer_within: float = 1.0,
         watchdog: Any = None,
+        forward: bool = True,
     ) -> None:
+        self.forward = forward
         self.capture_creation = capture_creation
         self.max_pending = max_pending
         self.answer_within = answer_within
@@ -164,6 +167,8 @@ class AgentFeed:
             except Exception:
                 logger.exception("feed sink %r failed; removing it", sink)
                 self.remove_sink(sink)
+        if not self.forward:
+            return
         if self.capture_creation and record.get("type") == "TaskStarted":
             record = {**record, "created": creation_site(skip=2)}
         if len(self._queue) >= self.max_pending:
@@ -191,6 +196,8 @@ class AgentFeed:
         return []
 
     def _put(self, item: tuple[str, str, Any]) -> None:
+        if not self.forward:
+            return
         self._queue.append(item)
         if not self._scheduled and self._server_token is not None:
             self._scheduled = True

@@ -88,6 +88,9 @@ class DebuggerThread:
                     self._started.set()
         except BaseException as exc:
             if self._result is None:
+                # A failure to start (port in use, no token) comes out plain, not grouped.
+                while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+                    exc = exc.exceptions[0]
                 self._result = outcome.Error(exc)
                 self._started.set()
                 return
