@@ -440,9 +440,7 @@ async def test_serve_on_hypercorn_end_to_end() -> None:
                 hub.publish("s1", f.task_output("weather", "live!"))
                 data = [line async for line in _until_data(lines)]
                 assert json.loads(data[-1].removeprefix("data: "))["event"]["message"] == "live!"
-                cancel = await client.post(
-                    "/api/sessions/s1/tasks/weather/cancel", headers=AUTH
-                )
+                cancel = await client.post("/api/sessions/s1/tasks/weather/cancel", headers=AUTH)
                 assert cancel.json() == {"cancelled": True}
             # Stopping with a stream still open must be prompt.
             async with client.stream("GET", "/api/sessions/s1/stream") as stream:
@@ -474,9 +472,7 @@ async def test_serve_reports_port_in_use() -> None:
 async def test_serve_on_another_loopback_address() -> None:
     hub, _ = make_hub()
     async with trio.open_nursery() as nursery:
-        url: str = await nursery.start(
-            partial(serve, hub, host="127.0.0.2", port=0, token=TOKEN)
-        )
+        url: str = await nursery.start(partial(serve, hub, host="127.0.0.2", port=0, token=TOKEN))
         assert url.startswith("http://127.0.0.2:")
         async with httpx.AsyncClient(base_url=url, timeout=5, headers=AUTH) as client:
             assert (await client.get("/api/sessions")).status_code == 200
