@@ -150,9 +150,8 @@ class AgentFeed:
         remote = None
         if control is not None:
             remote = RemoteControl(control, trio.lowlevel.current_trio_token(), self.answer_within)
-            supervisor = getattr(control, "supervisor", None)
-            if self.watchdog is not None and supervisor is not None:
-                self.watchdog.watch(supervisor, session_id)
+            if self.watchdog is not None and getattr(control, "supervisor", None) is not None:
+                self.watchdog.watch(control, session_id)
         self._put(("register", session_id, remote))
 
     def unregister_control(self, session_id: str) -> None:

@@ -166,14 +166,20 @@ def _code_is(frame: types.FrameType, name: str, filename_tail: str) -> bool:
     return code.co_name == name and code.co_filename.endswith(filename_tail)
 
 
-def find_owner(frames: list[types.FrameType], handles: Any = ()) -> tuple[str, Any, int] | None:
+def find_owner(
+    frames: list[types.FrameType], handles: Any = (), sessions: dict[Any, Any] | None = None
+) -> tuple[str, Any, int] | None:
     """Which taskrunner task or handler the executing ``frames`` belong to.
 
     Returns ``("task", handle, index)`` or ``("handler", session, index)``, where
     ``frames[index + 1:]`` are the owner's own frames; ``None`` if neither shows.  Trio
     tasks are found by the supervisor's task frame, asyncio generator tasks by the
-    forwarding frame, asyncio coroutine tasks by matching ``handles``' coroutines.
+    forwarding frame, asyncio coroutine tasks by matching ``handles``' coroutines, asyncio
+    handlers by ``sessions`` (session -> its handler's code object).
     """
+    by_code: dict[Any, list[Any]] = {}
+    for session, code in (sessions or {}).items():
+        by_code.setdefault(code, []).append(session)
     bodies = {}
     for handle in handles:
         frame = _frame_of(getattr(handle, "_body", None))
@@ -187,7 +193,16 @@ def find_owner(frames: list[types.FrameType], handles: Any = ()) -> tuple[str, A
             handle = frame.f_locals.get("handle")
             if handle is not None:
                 return ("task", handle, index)
+        candidates = by_code.get(frame.f_code)
+        if candidates:
+            context = frame.f_locals.get("context")
+            wanted = getattr(context, "session_id", None)
+            chosen = next((s for s in candidates if s.session_id == wanted), candidates[0])
+            return ("handler", chosen, index - 1)
         if _code_is(frame, "_drive", "aio.py"):
+            handle = frame.f_locals.get("handle")
+            if handle is not None:
+                return ("task", handle, index)
             output = frame.f_locals.get("output")
             args = getattr(output, "args", ())
             if args:

@@ -105,6 +105,7 @@ class LoopWatchdog:
         self._thread_id: int | None = None
         self._stop = threading.Event()
         self._supervisors: weakref.WeakKeyDictionary[Any, str | None] = weakref.WeakKeyDictionary()
+        self._handlers: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
         self.blocks = 0
         """Blocks noticed so far."""
         self.blocked_seconds = 0.0
@@ -112,14 +113,19 @@ class LoopWatchdog:
         self.last_block: dict[str, Any] | None = None
         """The last ended block: ``duration``, ``task``, ``session_id``, ``wall``."""
 
-    def watch(self, supervisor: Any, session_id: str | None = None) -> None:
-        """Tell the watchdog about ``supervisor`` (of session ``session_id``).
+    def watch(self, target: Any, session_id: str | None = None) -> None:
+        """Tell the watchdog about a session (or a supervisor of session ``session_id``).
 
-        Trio tasks, asyncio generator tasks and handlers are named without this, but only
-        watched supervisors' asyncio coroutine tasks are, and only they get their session
-        named.  Sessions published to the debugger's feed are watched automatically.
+        Trio tasks, trio handlers and asyncio generator tasks are named without this; asyncio
+        coroutine tasks and asyncio handlers are named only for watched sessions, and only
+        watched sessions get their id in the report.  Sessions published to the debugger's
+        feed are watched automatically.
         """
-        self._supervisors[supervisor] = session_id
+        supervisor = getattr(target, "supervisor", target)
+        self._supervisors[supervisor] = session_id or getattr(target, "session_id", None)
+        handler = getattr(getattr(target, "_handler", None), "__code__", None)
+        if handler is not None:
+            self._handlers[target] = handler
 
     def status(self) -> dict[str, Any]:
         """JSON-safe picture: ``blocked`` now, for how long, by what; totals so far."""
@@ -155,7 +161,7 @@ class LoopWatchdog:
         frames = thread_frames(self._thread_id) if self._thread_id is not None else []
         watched = dict(self._supervisors.items())
         handles = [h for sup in watched for h in list(sup._tasks.values())]
-        owner = find_owner(frames, handles)
+        owner = find_owner(frames, handles, dict(self._handlers.items()))
         task = task_id = session_id = sup = None
         handler = False
         if owner is None:
@@ -216,9 +222,12 @@ class LoopWatchdog:
         sup = block.supervisor
         record: LoopBlocked | None = None
         if sup is not None and not sup._stream.closed:
+            at = trio.current_time()
+            stamp = getattr(sup, "stamp", None)
             record = LoopBlocked(
                 sup.next_seq(),
-                trio.current_time(),
+                at,
+                **(stamp(at) if stamp is not None else {}),
                 duration=duration,
                 task=block.task,
                 task_id=block.task_id,

@@ -180,10 +180,10 @@ def test_failure_whose_str_raises_still_ends_its_span() -> None:
 
     telemetry, exporter, _ = make_telemetry()
     sink = telemetry.sink("s3")
-    sink(SessionStarted(1, 0.0, "s3", "agent", "env"))
+    sink(SessionStarted(1, 0.0, "agent", "env", session_id="s3"))
     sink(TaskStarted(2, 0.0, "bad", 1, False, 30.0, "trio"))
     sink(TaskFailed(3, 0.5, "bad", 1, BadStr()))
-    sink(SessionEnded(4, 1.0, "s3"))
+    sink(SessionEnded(4, 1.0, session_id="s3"))
     spans = {span.name: span for span in exporter.get_finished_spans()}
     task = spans["taskrunner.task"]
     assert task.attributes["error.type"] == "BadStr"

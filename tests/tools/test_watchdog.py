@@ -125,7 +125,7 @@ async def test_a_blocking_handler_is_named(flavor: str) -> None:
             async with taskrunner.open_session(
                 blocking_handler(flavor, 0.3, "handler"), flavor=flavor
             ) as session:
-                watchdog.watch(session.supervisor, session.session_id)
+                watchdog.watch(session)
                 nursery.start_soon(collect, session, records)
                 await session.send(TextEvent.from_text("go"))
                 await session.wait_until_handled()
@@ -306,9 +306,6 @@ async def test_page_answers_while_the_agent_is_blocked_and_cancel_waits_for_it(f
     assert ended.task == "listener" and ended.reason == "cancel_task"
 
 
-@pytest.mark.xfail(
-    reason="needs core: cancel_task(name, origin=...) and TaskCancelled.origin", strict=True
-)
 async def test_a_cancel_from_the_page_says_it_came_from_the_debugger() -> None:
     records: list[Record] = []
 
@@ -335,4 +332,4 @@ async def test_a_cancel_from_the_page_says_it_came_from_the_debugger() -> None:
                     answer = await client.post("/api/sessions/s-o/tasks/listener/cancel")
                 assert answer.json() == {"cancelled": True}
     (ended,) = [r for r in records if isinstance(r, TaskCancelled)]
-    assert ended.origin == "debugger"  # type: ignore[attr-defined]
+    assert ended.origin == "debugger"
