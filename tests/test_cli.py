@@ -256,7 +256,7 @@ def interrupt_when(
         seen += line
     time.sleep(delay)
     proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=30)
+    _out, err = proc.communicate(timeout=30)
     return proc.returncode, (seen + err) if stream == "stderr" else err
 
 
