@@ -52,6 +52,7 @@
   let clockOffset = null;
   let frameQueued = false;
   let noticeTimer = null;
+  let recordingWasLoading = true;
 
   // ---- helpers --------------------------------------------------------------
 
@@ -466,7 +467,7 @@
     if (agent && agent.blocked) {
       const who = agent.owner || 'unknown code';
       dom.agent.textContent = `Agent thread blocked for ${fmtDuration(agent.blocked_for)} by ${who}` +
-        (agent.stack && agent.stack.length ? ` at ${frameLine(agent.stack[agent.stack.length - 1])}` : '');
+        (agent.stack && agent.stack.length ? ` at ${frameLine(agent.stack[agent.stack.length - 1])}: ${agent.stack[agent.stack.length - 1].code}` : '');
       dom.agent.className = 'agent-status blocked';
       dom.agent.hidden = false;
     } else if (agent && agent.last_block) {
@@ -484,7 +485,9 @@
         : `recording: ${rec.records.toLocaleString()} records${rec.error ? ` \u2014 stopped at a bad line: ${rec.error}` : ''}`;
       dom.recording.className = `recording-status${rec.error ? ' error' : ''}`;
       dom.recording.hidden = false;
-      if (rec.loading) refreshSessions();
+      // While it is read, and once more when done: the sessions grow.
+      if (rec.loading || recordingWasLoading) refreshSessions();
+      recordingWasLoading = rec.loading;
     }
   }
 
@@ -1118,7 +1121,5 @@
     setInterval(() => {
       if (view && view.info && !view.info.ended && view.counts && (view.counts.get('running') || view.counts.get('stuck'))) queueFrame();
     }, TICK_MS);
-  } else {
-    setInterval(() => { if (dom.recording.textContent.startsWith('reading')) refreshSessions(); }, SESSION_POLL_MS);
   }
 })();
