@@ -428,7 +428,9 @@ def drive_busy_page(url: str, feed: AgentFeed, stop: threading.Event) -> None:
         page.wait_for_function(
             "() => window.__taskrunner.view() && window.__taskrunner.view().tasks.size >= 2000"
         )
-        page.evaluate("window.__longTasks = []")  # measure the steady state, not the load
+        # Measure the steady state, not the first drawing of the loaded page.
+        page.wait_for_timeout(1000)
+        page.evaluate("window.__longTasks = []; window.__taskrunner.resetCosts()")
         # 500 records/s go on for 6 s while the tab is measured.
         time.sleep(6)
         stop.set()
@@ -440,7 +442,8 @@ def drive_busy_page(url: str, feed: AgentFeed, stop: threading.Event) -> None:
         assert published > 2000 + 2500, published  # the records did reach the page
         # Only what is in view exists in the DOM.
         assert rows < 150, rows
-        assert max(long_tasks, default=0) < 50, long_tasks
+        costs = page.evaluate("window.__taskrunner.costs()")
+        assert max(long_tasks, default=0) < 50, (long_tasks, costs)
         page.click('#state-filters .chip[data-filter="failed"]')
         page.wait_for_function(
             "() => document.querySelector('#task-count').textContent.startsWith('')"

@@ -31,6 +31,8 @@
   const SESSION_POLL_MS = 2000;
   const STATUS_POLL_MS = 1000;
   const TICK_MS = 500;
+  const MIN_FRAME_MS = 100;
+  const SIDEBAR_MS = 1000;
 
   const $ = (id) => document.getElementById(id);
   const dom = {
@@ -338,6 +340,7 @@
         for (;;) {
           const { value, done } = await reader.read();
           if (done) break;
+          const began = performance.now();
           buffer += decoder.decode(value, { stream: true });
           let cut;
           while ((cut = buffer.indexOf('\n\n')) >= 0) {
@@ -345,6 +348,7 @@
             buffer = buffer.slice(cut + 2);
             handleEvent(target, block);
           }
+          noteCost('chunk', performance.now() - began);
         }
         if (target.info && target.info.ended) { setConn('ended'); return; }
       } catch (error) {
@@ -493,15 +497,33 @@
 
   // ---- rendering -----------------------------------------------------------------
 
+  // At most one frame every MIN_FRAME_MS: a busy session publishes far more often than a
+  // person can read, and each frame costs a layout.
+  let lastFrame = 0;
   function queueFrame() {
     if (frameQueued) return;
     frameQueued = true;
-    requestAnimationFrame(renderFrame);
+    const wait = Math.max(0, lastFrame + MIN_FRAME_MS - performance.now());
+    setTimeout(() => requestAnimationFrame(renderFrame), wait);
   }
 
   function renderFrame() {
     frameQueued = false;
+    lastFrame = performance.now();
+    try { drawFrame(); } finally { noteCost('frame', performance.now() - lastFrame); }
+  }
+
+  // The slowest frames and stream chunks, for the page's own performance test.
+  const costs = { frame: 0, chunk: 0 };
+  function noteCost(kind, ms) { if (ms > costs[kind]) costs[kind] = ms; }
+
+  function drawFrame() {
     if (!view || !view.info) return;
+    // Reads first (scroll positions), then writes: one layout per frame.
+    taskList.measure();
+    timeline.measure();
+    eventList.measure();
+    if (view.tv) tvList.measure();
     renderHeader();
     if (view.tasksDirty) {
       view.tasksDirty = false;
@@ -517,8 +539,9 @@
     if (view.eventsDirty) {
       view.eventsDirty = false;
       renderKindChips();
+      const before = eventList.count;
       eventList.setCount(eventCount());
-      if (dom.follow.checked) eventList.scrollToEnd();
+      if (dom.follow.checked && eventList.count !== before) eventList.scrollToEnd();
       if (view.tv) tvList.setCount(view.tv.total !== undefined ? view.tv.total : view.tv.records.length);
     }
     eventList.refresh();
@@ -541,9 +564,11 @@
     }));
   }
 
+  let lastSidebar = 0;
   function syncSidebarEntry() {
     const entry = sessionList.find((s) => s.session_id === view.id);
-    if (!entry || READ_ONLY) return;
+    if (!entry || READ_ONLY || performance.now() - lastSidebar < SIDEBAR_MS) return;
+    lastSidebar = performance.now();
     if (entry.published !== view.info.published || entry.tasks !== view.tasks.size || entry.ended !== view.info.ended) {
       Object.assign(entry, { published: view.info.published, tasks: view.tasks.size, ended: view.info.ended });
       renderSessions();
@@ -762,7 +787,8 @@
   function renderAxis() {
     const [t0, t1] = timeSpan();
     const step = niceStep(t1 - t0);
-    const key = `${step}|${Math.round((t1 - t0) * 20)}|${view.inputs.length}`;
+    // Redrawn when the span has grown by 1% (or the inputs changed), not every frame.
+    const key = `${step}|${Math.round(Math.log(t1 - t0) * 100)}|${view.inputs.length}`;
     if (key === axisKey) return;
     axisKey = key;
     const children = [];
@@ -1107,6 +1133,8 @@
   window.__taskrunner = { // for tests: the model the page draws from
     view: () => view,
     visibleTaskRows: () => document.querySelectorAll('#tasks .task-row:not([hidden])').length,
+    costs: () => ({ ...costs }),
+    resetCosts: () => { costs.frame = 0; costs.chunk = 0; },
   };
   dom.mode.textContent = READ_ONLY ? 'recording \u00b7 read-only' : 'live';
   dom.mode.classList.add(READ_ONLY ? 'readonly' : 'live');

@@ -19,6 +19,10 @@ class VList {
     this.pool = [];
     this.queued = false;
     this.maxPixels = 15000000; // browsers cap element heights; scale beyond that
+    this.scrollTop = undefined;
+    this.height = undefined;
+    const style = getComputedStyle(container);
+    this.viewHeight = parseFloat(style.maxHeight) || parseFloat(style.height) || 0;
     this.container.addEventListener('scroll', () => this.queueRefresh(), { passive: true });
   }
 
@@ -33,12 +37,19 @@ class VList {
     return full > this.maxPixels ? full / this.maxPixels : 1;
   }
 
-  firstVisible() {
-    return Math.floor((this.container.scrollTop * this.scale()) / this.rowHeight);
+  // Layout is read once per frame, in measure(), before any list writes: a read after a
+  // write forces the browser to lay the page out again.
+  measure() {
+    this.scrollTop = this.container.scrollTop;
+    // A list that grows up to its max-height may be measured before it has grown.
+    this.height = Math.max(this.container.clientHeight, this.viewHeight) || 300;
   }
 
   scrollToEnd() {
-    this.container.scrollTop = this.container.scrollHeight;
+    const content = Math.min(this.count * this.rowHeight, this.maxPixels);
+    const top = Math.max(0, content - (this.height || this.container.clientHeight || 300));
+    this.scrollTop = top;
+    this.container.scrollTop = top;
   }
 
   scrollToIndex(index) {
@@ -53,12 +64,23 @@ class VList {
   queueRefresh() {
     if (this.queued) return;
     this.queued = true;
-    requestAnimationFrame(() => { this.queued = false; this.refresh(); });
+    requestAnimationFrame(() => { this.queued = false; this.measure(); this.refresh(); });
   }
 
   refresh() {
-    const height = this.container.clientHeight || 300;
-    const first = Math.max(0, this.firstVisible() - 2);
+    // Read the layout once, before any write: reading it after a write forces the
+    // browser to lay the page out again, once per read.
+    if (this.scrollTop === undefined) this.measure();
+    const scrollTop = this.scrollTop;
+    const height = this.height;
+    const scale = this.scale();
+    // Past the browser's height limit the scrollbar maps to rows by proportion.
+    const content = Math.min(this.count * this.rowHeight, this.maxPixels);
+    const inView = Math.ceil(height / this.rowHeight);
+    const firstVisible = scale > 1
+      ? Math.round((scrollTop / Math.max(1, content - height)) * Math.max(0, this.count - inView))
+      : Math.floor(scrollTop / this.rowHeight);
+    const first = Math.max(0, firstVisible - 2);
     const visible = Math.ceil(height / this.rowHeight) + 4;
     const last = Math.min(this.count, first + visible);
     const needed = Math.max(0, last - first);
@@ -69,8 +91,6 @@ class VList {
       this.container.appendChild(row);
       this.pool.push(row);
     }
-    const offset = this.container.scrollTop - (this.firstVisible() * this.rowHeight) / this.scale();
-    const base = this.container.scrollTop - offset;
     for (let i = 0; i < this.pool.length; i += 1) {
       const row = this.pool[i];
       const index = first + i;
@@ -78,10 +98,15 @@ class VList {
         if (!row.hidden) row.hidden = true;
         continue;
       }
-      row.hidden = false;
-      const top = base + (index - this.firstVisible()) * this.rowHeight;
-      row.style.transform = `translateY(${top}px)`;
-      row.dataset.index = String(index);
+      if (row.hidden) row.hidden = false;
+      // Content coordinates: index * rowHeight, or relative to the view when scaled.
+      const top = scale > 1
+        ? scrollTop + (index - firstVisible) * this.rowHeight
+        : index * this.rowHeight;
+      const transform = `translateY(${top}px)`;
+      if (row.style.transform !== transform) row.style.transform = transform;
+      const key = String(index);
+      if (row.dataset.index !== key) row.dataset.index = key;
       this.fill(row, index);
     }
   }
