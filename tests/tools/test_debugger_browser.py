@@ -189,6 +189,16 @@ def visible_tasks(page: Any) -> list[list[str]]:
     )
 
 
+def wait_rows(page: Any, names: list[str]) -> None:
+    """Wait until the task rows in view are exactly ``names``, in order."""
+    page.wait_for_function(
+        """names => JSON.stringify([...document.querySelectorAll('#tasks .task-row:not([hidden])')]
+             .sort((a, b) => a.dataset.index - b.dataset.index).map(r => r.dataset.task))
+             === JSON.stringify(names)""",
+        arg=names,
+    )
+
+
 def bar_colour(page: Any, name: str) -> tuple[int, int, int]:
     return rgb(
         page.eval_on_selector(
@@ -245,15 +255,11 @@ def drive_live_page(url: str, hub: Hub, f: RecordFactory, control: FakeControl) 
 
         # Failures one click away; name search; both together and undone.
         page.click('#state-filters .chip[data-filter="failed"]')
-        page.wait_for_function(
-            "() => document.querySelectorAll('#tasks .task-row:not([hidden])').length === 1"
-        )
+        wait_rows(page, ["fetch_forecast"])
         assert visible_tasks(page) == [["fetch_forecast", "failed"]]
         page.click('#state-filters .chip[data-filter="failed"]')
         page.fill("#task-search", "geo")
-        page.wait_for_function(
-            "() => document.querySelectorAll('#tasks .task-row:not([hidden])').length === 1"
-        )
+        wait_rows(page, ["geocode"])
         assert visible_tasks(page) == [["geocode", "finished"]]
         assert page.text_content("#task-count") == "1 of 6"
         page.fill("#task-search", "")
@@ -272,7 +278,7 @@ def drive_live_page(url: str, hub: Hub, f: RecordFactory, control: FakeControl) 
         # A task's own view: its records, the raw record, its lifetime.
         page.click(row("fetch_forecast"))
         page.wait_for_selector("#task-view:not([hidden])")
-        assert page.inner_text("#tv-name") == "fetch_forecast"
+        page.wait_for_selector('#tv-name:text-is("fetch_forecast")')
         assert page.inner_text('#tv-facts dd[data-fact="state"]') == "failed"
         assert page.inner_text('#tv-facts dd[data-fact="lifetime"]') == "1.20s"
         page.wait_for_function(

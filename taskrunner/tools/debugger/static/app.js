@@ -822,6 +822,7 @@
 
   function eventAt(index) {
     if (READ_ONLY) return remoteRecord(view.remote, index, null);
+    if (view.kindFilter && !view.eventIndex) eventCount(); // rebuilt after a filter change
     const i = view.kindFilter ? view.eventIndex[index] : index;
     return view.records[i];
   }
