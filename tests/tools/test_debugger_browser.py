@@ -342,8 +342,11 @@ def drive_live_page(url: str, hub: Hub, f: RecordFactory, control: FakeControl) 
         assert page.inner_text('#timeline .bar[data-task="long_poll"] .bar-text') == (
             "cancel_task by debugger"
         )
-        # Chips for each cancel reason, with counts.
+        # Chips for each cancel reason, and for cancels from this page, with counts.
         page.wait_for_selector('#state-filters .chip[data-filter="cancelled:interrupted"]')
+        assert page.text_content(
+            '#state-filters .chip[data-filter="cancelled:debugger"] .chip-count'
+        ) == "1"
         assert page.inner_text('#state-filters .chip[data-filter="cancelled"] .chip-count') == "4"
 
         # The time axis stays in view while the timeline scrolls.

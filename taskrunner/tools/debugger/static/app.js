@@ -209,8 +209,13 @@
   // The filter group a task row counts in: its state, or cancelled:<reason>.
   function groupOf(row) {
     const state = stateOf(row);
-    if (state === 'cancelled') return `cancelled:${row.reason || 'cancel_task'}`;
+    if (state === 'cancelled') return `cancelled:${reasonOf(row)}`;
     return state;
+  }
+
+  // A cancel from this page has its own colour and filter, whatever its reason.
+  function reasonOf(row) {
+    return row.origin === 'debugger' ? 'debugger' : (row.reason || 'cancel_task');
   }
 
   // Same rules as Hub's task table (taskrunner/tools/hub.py, _Session.apply).
@@ -702,7 +707,7 @@
     setText(cells[0], row.name);
     cells[0].title = row.detail || row.name;
     const label = state === 'cancelled' ? `cancelled \u00b7 ${row.reason || ''}` : STATE_LABEL[state] || state;
-    const pillClass = `pill st-${state}${row.reason ? ` rs-${row.reason}` : ''}`;
+    const pillClass = `pill st-${state}${state === 'cancelled' ? ` rs-${reasonOf(row)}` : ''}`;
     let pill = cells[1].firstChild;
     if (!pill) { pill = h('span', {}); cells[1].appendChild(pill); }
     if (pill.className !== pillClass) pill.className = pillClass;
@@ -760,7 +765,7 @@
     const width = Math.max(0.3, ((end - start) / (t1 - t0)) * 100);
     bar.style.left = `${left.toFixed(3)}%`;
     bar.style.width = `${Math.min(width, 100 - left).toFixed(3)}%`;
-    const cls = `bar st-${state}${row.reason ? ` rs-${row.reason}` : ''}`;
+    const cls = `bar st-${state}${state === 'cancelled' ? ` rs-${reasonOf(row)}` : ''}`;
     if (bar.className !== cls) bar.className = cls;
     bar.dataset.task = row.name;
     bar.dataset.state = state;
