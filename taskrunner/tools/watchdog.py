@@ -2,21 +2,26 @@
 
 A task or handler that calls ``time.sleep``, a synchronous HTTP client or heavy CPU work
 without a checkpoint stops every other task and session of the process.  The watchdog
-notices: a small trio task beats every ``block_threshold / 4`` seconds, and a thread of its
-own checks the beat.  When the beat is older than ``block_threshold`` (100 ms by default),
-the thread logs a warning naming the task (or handler) that is running, with its stack at
-that moment, and the page's status shows it at once.  When the trio thread runs again, a
-:class:`LoopBlocked` record with the duration goes on the stream of the session whose task
-blocked (so the terminal, ``--json``, recordings and the page show it).
+notices: a small trio task beats every ``block_threshold / 2`` seconds, and a thread of its
+own checks the beat four times per threshold.  When the beat is older than
+``block_threshold`` (100 ms by default) and the same task (or handler) was seen running at
+every look for half that time, the thread logs a warning naming it, with its stack at that
+moment, and the page's status shows it at once (a scheduler busy with many short tasks is
+not a block).
+When the trio thread runs again, a :class:`LoopBlocked` record with the duration goes on the
+stream of the session whose task blocked (so the terminal, ``--json``, recordings and the
+page show it).
 
-Cost when nothing blocks: one trio wake-up per ``block_threshold / 4`` and one thread
-wake-up as often (``benchmarks/bench_watchdog.py`` measures it).
+Cost when nothing blocks: one trio wake-up per ``block_threshold / 2`` and one thread
+wake-up per ``block_threshold / 4`` (``benchmarks/bench_watchdog.py`` measures it).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
+import os
 import threading
 import time
 import traceback
@@ -34,6 +39,9 @@ from .stacks import FrameInfo, describe_frames, find_owner, thread_frames
 __all__ = ["DEFAULT_BLOCK_THRESHOLD", "LoopBlocked", "LoopWatchdog", "open_watchdog"]
 
 logger = logging.getLogger("taskrunner.watchdog")
+
+# trio's and asyncio's own frames (the scheduler), skipped to find the code that runs.
+_SCHEDULER_DIRS = tuple(os.path.dirname(module.__file__ or "") for module in (trio, asyncio))
 
 #: Seconds without a checkpoint after which the trio thread counts as blocked.
 DEFAULT_BLOCK_THRESHOLD = 0.1
@@ -98,7 +106,10 @@ class LoopWatchdog:
         if not (math.isfinite(block_threshold) and block_threshold > 0):
             raise ValueError(f"block_threshold must be > 0 and finite, got {block_threshold!r}")
         self.block_threshold = float(block_threshold)
-        self._interval = self.block_threshold / 4
+        # The heartbeat every half threshold; the thread looks four times per threshold.
+        self._interval = self.block_threshold / 2
+        self._check_interval = self.block_threshold / 4
+        self._candidate: tuple[Any, float] | None = None
         self._on_report = on_report
         self._beat = time.perf_counter()
         self._block: _Block | None = None
@@ -153,15 +164,37 @@ class LoopWatchdog:
 
     # ------------------------------------------------------------------ the watch thread
 
+    def _owner_key(self, frames: list[Any], owner: tuple[str, Any, int] | None) -> Any:
+        """What identifies the code running now: the task or session, else its root frame."""
+        if owner is not None:
+            return (owner[0], id(owner[1]))
+        for frame in frames:
+            if not frame.f_code.co_filename.startswith(_SCHEDULER_DIRS):
+                return id(frame)
+        return None
+
     def _check(self) -> None:
         now = time.perf_counter()
         beat = self._beat
-        if self._block is not None or now - beat <= self.block_threshold:
+        lag = now - beat
+        if self._block is not None or self._stop.is_set():
+            return
+        if lag <= self._interval * 1.2:  # the heartbeat is on time
+            self._candidate = None
             return
         frames = thread_frames(self._thread_id) if self._thread_id is not None else []
         watched = dict(self._supervisors.items())
         handles = [h for sup in watched for h in list(sup._tasks.values())]
         owner = find_owner(frames, handles, dict(self._handlers.items()))
+        # Blocked means one task running all along, not a scheduler busy with many short
+        # tasks: the same code must have been seen running for half the threshold at least.
+        key = self._owner_key(frames, owner)
+        candidate = self._candidate
+        if candidate is None or candidate[0] != key or candidate[1] < beat:
+            self._candidate = (key, now)
+            return
+        if lag <= self.block_threshold or now - candidate[1] < self.block_threshold / 2:
+            return
         task = task_id = session_id = sup = None
         handler = False
         if owner is None:
@@ -200,7 +233,7 @@ class LoopWatchdog:
         )
 
     def _watch(self) -> None:
-        while not self._stop.wait(self._interval):
+        while not self._stop.wait(self._check_interval):
             try:
                 self._check()
             except Exception:  # never let the watchdog die of a frame it could not read
@@ -277,6 +310,8 @@ async def open_watchdog(
             try:
                 yield watchdog
             finally:
+                # Stop watching before the heartbeat stops, or its silence looks like a block.
+                watchdog._stop.set()
                 nursery.cancel_scope.cancel()
     finally:
         watchdog._stop.set()

@@ -149,6 +149,32 @@ async def _nap(seconds: float) -> None:
     await trio.sleep(seconds)
 
 
+async def test_a_scheduler_busy_with_many_short_tasks_is_not_a_block() -> None:
+    # 6,000 tasks each computing ~0.1 ms between checkpoints: every round of the scheduler
+    # takes longer than the threshold (0.3 s here, so that the machine's own preemptions
+    # are far shorter than the half threshold a task must be seen running), yet no task
+    # runs long without a checkpoint.
+    async def short_steps() -> None:
+        for _ in range(5):
+            end = time.perf_counter() + 0.0001
+            while time.perf_counter() < end:
+                pass
+            await trio.lowlevel.checkpoint()
+
+    reports: list[Any] = []
+    async with open_watchdog(0.3, on_report=lambda r, s: reports.append(r)) as watchdog:
+        async with taskrunner.open_supervisor() as sup:
+            for i in range(6000):
+                sup.create_task(short_steps, name=f"short-{i}", timeout=None)
+                if i % 200 == 0:
+                    await trio.lowlevel.checkpoint()
+            await sup.wait_for_all_tasks()
+        await trio.sleep(0.1)
+    assert reports == [] and watchdog.status()["blocks"] == 0, [
+        (r.task, r.duration, r.stack[-3:]) for r in reports
+    ]
+
+
 @pytest.mark.parametrize(
     ("value", "error"),
     [
