@@ -168,7 +168,7 @@ class AgentFeed:
                 self.remove_sink(sink)
         if not self.forward:
             return
-        if self.capture_creation and record.get("type") == "TaskStarted":
+        if self.capture_creation and record.get("type") in ("TaskStarted", "TaskQueued"):
             record = {**record, "created": creation_site(skip=2)}
         if len(self._queue) >= self.max_pending:
             self.dropped += 1

@@ -71,7 +71,9 @@ TERMINAL_STATES: dict[str, str] = {
     "TaskTimedOut": "timed_out",
 }
 
-_TASK_TYPES = frozenset({"TaskStarted", "TaskOutput", "TaskStuck", *TERMINAL_STATES})
+_TASK_TYPES = frozenset(
+    {"TaskQueued", "TaskStarted", "TaskOutput", "TaskStuck", *TERMINAL_STATES}
+)
 
 # Longest result preview kept in the task table; results can be arbitrarily large.
 _DETAIL_LIMIT = 200
@@ -246,13 +248,20 @@ class _Session:
             row.first_seq = seq
         if isinstance(seq, int):
             row.last_seq = seq
-        if kind == "TaskStarted":
-            row.state = "running"
+        if kind == "TaskQueued":
+            row.state = "pending"
             row.interruptible = record.get("interruptible")
             row.timeout = record.get("timeout")
             row.flavor = record.get("flavor")
             row.started_at = at
             row.created = record.get("created")
+        elif kind == "TaskStarted":
+            row.state = "running"
+            row.interruptible = record.get("interruptible")
+            row.timeout = record.get("timeout")
+            row.flavor = record.get("flavor")
+            row.started_at = at
+            row.created = record.get("created") or row.created
         elif kind == "TaskOutput":
             row.events += 1
         elif kind == "TaskStuck":
@@ -307,6 +316,7 @@ class _Session:
             "last_seq": self.last_seq,
             "tasks": len(self.tasks),
             "running": sum(1 for row in self.tasks.values() if row.state == "running"),
+            "pending": sum(1 for row in self.tasks.values() if row.state == "pending"),
             "kinds": dict(self.kinds),
             "blocked_seconds": self.blocked,
         }

@@ -2,7 +2,7 @@
 
 Values are computed when scraped, from what the hub already keeps; nothing is added to
 the agent's path.  Families (all prefixed ``taskrunner_``): ``sessions`` (live sessions),
-``tasks_started_total``, ``tasks_ended_total{state}``, ``tasks_running``,
+``tasks_started_total``, ``tasks_ended_total{state}``, ``tasks_running``, ``tasks_pending``,
 ``records_total``, ``loop_blocked`` (1 while the agent's thread is blocked),
 ``loop_blocks_total``, ``loop_blocked_seconds_total``, ``feed_pending`` (records waiting
 for the server thread), ``feed_dropped_total``.
@@ -60,6 +60,11 @@ class _HubCollector:
             "taskrunner_tasks_running",
             "Tasks running now",
             value=sum(info.get("running", 0) for info in sessions),
+        )
+        yield GaugeMetricFamily(
+            "taskrunner_tasks_pending",
+            "Tasks waiting for a slot (admission limit)",
+            value=sum(info.get("pending", 0) for info in sessions),
         )
         yield CounterMetricFamily(
             "taskrunner_records",

@@ -19,9 +19,9 @@
     TaskFinished: 'finished', TaskFailed: 'failed',
     TaskCancelled: 'cancelled', TaskTimedOut: 'timed_out',
   };
-  const TASK_TYPES = new Set(['TaskStarted', 'TaskOutput', 'TaskStuck', ...Object.keys(TERMINAL)]);
+  const TASK_TYPES = new Set(['TaskQueued', 'TaskStarted', 'TaskOutput', 'TaskStuck', ...Object.keys(TERMINAL)]);
   const STATE_LABEL = {
-    running: 'running', finished: 'finished', failed: 'failed',
+    pending: 'pending', running: 'running', finished: 'finished', failed: 'failed',
     cancelled: 'cancelled', timed_out: 'timed out', stuck: 'stuck',
   };
   const REASONS = ['interrupted', 'cancel_task', 'cancel_all', 'closed', 'replaced', 'debugger'];
@@ -241,10 +241,15 @@
       view.tasks.set(key, row);
       view.order.push(key);
     }
-    if (kind === 'TaskStarted') {
+    if (kind === 'TaskQueued') {
+      Object.assign(row, {
+        state: 'pending', interruptible: record.interruptible, timeout: record.timeout,
+        flavor: record.flavor, started_at: record.at, created: record.created || null,
+      });
+    } else if (kind === 'TaskStarted') {
       Object.assign(row, {
         state: 'running', interruptible: record.interruptible, timeout: record.timeout,
-        flavor: record.flavor, started_at: record.at, created: record.created || null,
+        flavor: record.flavor, started_at: record.at, created: record.created || row.created || null,
       });
     } else if (kind === 'TaskOutput') {
       row.events += 1;
@@ -647,7 +652,8 @@
   function renderStateChips() {
     const counts = view.counts || new Map();
     const total = view.order.length;
-    const groups = [['all', 'all', total], ['running', 'running', counts.get('running') || 0],
+    const groups = [['all', 'all', total], ['pending', 'pending', counts.get('pending') || 0],
+      ['running', 'running', counts.get('running') || 0],
       ['stuck', 'stuck', counts.get('stuck') || 0], ['finished', 'finished', counts.get('finished') || 0],
       ['failed', 'failed', counts.get('failed') || 0], ['timed_out', 'timed out', counts.get('timed_out') || 0],
       ['cancelled', 'cancelled', counts.get('cancelled') || 0]];
@@ -671,7 +677,7 @@
 
   function renderLegend() {
     if (dom.legend.childElementCount) return;
-    const items = [['st-running', 'running'], ['st-stuck', 'stuck'], ['st-finished', 'finished'],
+    const items = [['st-pending', 'pending'], ['st-running', 'running'], ['st-stuck', 'stuck'], ['st-finished', 'finished'],
       ['st-failed', 'failed'], ['st-timed_out', 'timed out'],
       ...REASONS.map((r) => [`st-cancelled rs-${r}`, `cancelled \u00b7 ${r}`]), ['marker', 'input']];
     dom.legend.replaceChildren(...items.map(([cls, label]) => h('span', {}, h('i', { class: `swatch ${cls}` }), label)));
@@ -718,7 +724,7 @@
     setText(cells[4], fmtDuration(rowElapsed(row)));
     setText(cells[5], String(row.events));
     const action = cells[6];
-    if (canAct() && row.state === 'running') {
+    if (canAct() && (row.state === 'running' || row.state === 'pending')) {
       let button = action.firstChild;
       if (!button) {
         button = h('button', { type: 'button', class: 'btn small cancel' }, 'Cancel');
@@ -904,6 +910,7 @@
       case 'InputReceived': return ['input', `${record.event && record.event.type ? record.event.type : ''}: ${eventText(record.event)}`];
       case 'HandlerOutput': return [record.event && record.event.type ? String(record.event.type) : 'output', eventText(record.event)];
       case 'HandlerFailed': return ['handler failed', `${(record.error || {}).type || 'Error'}: ${(record.error || {}).message || ''}`];
+      case 'TaskQueued': return ['queued', `waiting for a slot (limit ${text(record.limit)})`];
       case 'TaskStarted': {
         const bits = [record.interruptible ? 'interruptible' : 'not interruptible'];
         if (typeof record.timeout === 'number') bits.push(`timeout ${fmtDuration(record.timeout)}`);
