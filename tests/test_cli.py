@@ -299,3 +299,22 @@ def test_ctrl_c_ends_the_page_and_debug_and_stress(tmp_path: Path) -> None:
         ["stress", "--sessions", "5", "--duration", "60", "--no-progress"], "", delay=3.0
     )
     assert code == 130 and err.strip() == "interrupted"
+
+
+def test_terminal_shows_inputs_origins_and_blocks() -> None:
+    from rich.console import Console
+
+    from taskrunner.events import InputReceived, TaskCancelled, TextEvent
+    from taskrunner.tools.watchdog import LoopBlocked
+
+    console = Console(file=io.StringIO(), width=200, highlight=False)
+    renderer = TerminalRenderer(console)
+    renderer.render(InputReceived(1, 0.0, TextEvent.from_text("place order")))
+    renderer.render(TaskCancelled(2, 0.5, "lookup", 1, "cancel_task", "debugger"))
+    frame = {"file": "/x/agent.py", "line": 7, "function": "lookup", "code": "time.sleep(2)"}
+    renderer.render(LoopBlocked(3, 1.0, duration=0.42, task="lookup", task_id=1, stack=(frame,)))
+    text = console.file.getvalue()  # type: ignore[attr-defined]
+    assert 'user     TextEvent: "place order"' in text
+    assert "cancelled (cancel_task by debugger)" in text
+    assert "loop blocked 420 ms by task 'lookup' at agent.py:7: time.sleep(2)" in text
+

@@ -97,6 +97,13 @@ class TerminalRenderer:
             self.console.print(
                 f"[dim]{when}[/dim] [bold]session {escape(record.session_id or '')} ended"
             )
+        elif type(record).__name__ == "InputReceived":
+            event = getattr(record, "event", None)
+            said = getattr(event, "data", {}).get("text") if hasattr(event, "data") else None
+            what = type(event).__name__ + (f': "{said}"' if isinstance(said, str) else "")
+            self.console.print(f"[dim]{when}[/dim] [bold]user[/bold]     {escape(what)}")
+        elif type(record).__name__ == "LoopBlocked":
+            self.console.print(f"[dim]{when}[/dim] [bold red]{escape(_blocked_text(record))}")
         else:
             self.console.print(f"[dim]{when}[/dim] {escape(repr(record))}")
 
@@ -112,7 +119,8 @@ class TerminalRenderer:
         if isinstance(record, TaskFailed):
             return f"failed: {record.error!r}"
         if isinstance(record, TaskCancelled):
-            return f"cancelled ({record.reason})"
+            origin = getattr(record, "origin", None)
+            return f"cancelled ({record.reason}{f' by {origin}' if origin else ''})"
         if isinstance(record, TaskTimedOut):
             return f"timed out after {record.timeout:g}s"
         if isinstance(record, TaskStuck):
@@ -153,6 +161,16 @@ class JsonRenderer:
         line = {"type": "TaskTable", "tasks": [t.to_dict() for t in tasks]}
         self.out.write(json.dumps(line) + "\n")
         self.out.flush()
+
+
+def _blocked_text(record: Any) -> str:
+    """One line for a ``LoopBlocked`` record: how long, by what, where."""
+    who = f"task {record.task!r}" if record.task else ("the handler" if record.handler else "?")
+    where = ""
+    if record.stack:
+        frame = record.stack[-1]
+        where = f" at {frame['file'].rsplit('/', 1)[-1]}:{frame['line']}: {frame['code']}"
+    return f"loop blocked {record.duration * 1000:.0f} ms by {who}{where}"
 
 
 def _traceback(exc: BaseException) -> str:
