@@ -1,7 +1,8 @@
 """``python -m taskrunner``: run an agent with a scripted conversation, or the demo.
 
 Commands: ``run MODULE`` (a handler module or path, with ``--say``/``--wait`` steps), ``demo``
-(the built-in order agent and script), ``stress`` (many sessions at once, with checks).
+(the built-in order agent and script), ``stress`` (many sessions at once, with checks),
+``variables set|list|unset`` and ``tests`` (the store's variables and A/B tests).
 """
 
 from __future__ import annotations
@@ -22,7 +23,12 @@ import trio
 import trio.testing
 
 from .._core.supervisor import Flavor
-from .._session.agent_events import StartEvent, TextEvent
+from .._session._vocabulary import (
+    VOCABULARIES,
+    MissingExtraError,
+    detect_vocabulary,
+    resolve_vocabulary,
+)
 from .._session.session import AgentHandler, _check_handler, open_session
 from .cli_support import (
     OneLineParser,
@@ -81,6 +87,25 @@ def _add_output_options(p: argparse.ArgumentParser) -> None:
         help="seconds (session clock) to let pass after each --say (default %(default)s)",
     )
     add_tool_options(p)
+    from .store_cli import add_store_option
+
+    add_store_option(p)
+    p.add_argument(
+        "--param",
+        action="append",
+        metavar="KEY=VALUE",
+        help="a session parameter, in the session data before the StartEvent (repeatable)",
+    )
+    p.add_argument("--agent", metavar="ID", default="", help="the session's agent_id")
+    p.add_argument("--environment", metavar="ENV", default="", help="the session's environment")
+    p.add_argument(
+        "--input-timeout",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="send a TimeoutEvent after this much silence (session clock)",
+    )
+
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -98,6 +123,13 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         help="the session's flavour (default: the module's FLAVOR, else asyncio)",
     )
+    run.add_argument(
+        "--events",
+        choices=VOCABULARIES,
+        default=None,
+        help="the event classes the handler is written against (default: primfunctions if "
+        "the module imports primfunctions.events, else taskrunner)",
+    )
     _add_output_options(run)
 
     demo = sub.add_parser("demo", help="run the built-in order agent and script")
@@ -107,6 +139,10 @@ def _parser() -> argparse.ArgumentParser:
     from .stress import add_stress_parser
 
     add_stress_parser(sub)
+
+    from .store_cli import add_store_parsers
+
+    add_store_parsers(sub)
 
     debug = sub.add_parser("debug", help="open a recording (--record) in the debugger page")
     debug.add_argument("recording", metavar="FILE.jsonl")
@@ -126,15 +162,29 @@ def _load_module(spec: str) -> ModuleType:
         sys.modules[path.stem] = module
         try:
             mod_spec.loader.exec_module(module)
+        except ModuleNotFoundError as exc:
+            _missing_sdk(spec, exc)
+            raise SystemExit(f"error: cannot load {spec}: ModuleNotFoundError: {exc}") from None
         except Exception as exc:
             raise SystemExit(f"error: cannot load {spec}: {type(exc).__name__}: {exc}") from None
         return module
     try:
         return importlib.import_module(spec)
     except ImportError as exc:
+        if isinstance(exc, ModuleNotFoundError):
+            _missing_sdk(spec, exc)
         raise SystemExit(f"error: cannot import {spec!r}: {exc}") from None
     except Exception as exc:
         raise SystemExit(f"error: cannot load {spec}: {type(exc).__name__}: {exc}") from None
+
+
+def _missing_sdk(spec: str, exc: ModuleNotFoundError) -> None:
+    """A VoiceRun agent on a machine without primfunctions: say which extra to install."""
+    if (exc.name or "").split(".")[0] == "primfunctions":
+        raise SystemExit(
+            f"error: {spec} imports {exc.name}, the VoiceRun SDK, which is not installed: "
+            "pip install 'taskrunner[voicerun]'"
+        ) from None
 
 
 @asynccontextmanager
@@ -152,11 +202,18 @@ async def run_conversation(
     lifespan: Callable[[], AbstractAsyncContextManager[dict[str, str]]] | None = None,
     session_id: str | None = None,
     hub: Any = None,
+    events: str = "taskrunner",
+    store: Any = None,
+    parameters: dict[str, Any] | None = None,
+    agent_id: str = "",
+    environment: str = "",
+    input_timeout: float | None = None,
 ) -> Any:
     """Open a session, send ``StartEvent``, play ``script``, stop, and render everything.
 
     Returns the session's supervisor (for its task snapshot). With ``hub``, the session
-    publishes its records there (for the debugger and the recorder).
+    publishes its records there (for the debugger and the recorder). ``events`` is the
+    session's event vocabulary (``open_session(events=...)``).
     """
     async with (lifespan or _no_lifespan)() as variables:
         async with trio.open_nursery() as nursery:
@@ -166,18 +223,27 @@ async def run_conversation(
                 variables=variables,
                 session_id=session_id,
                 hub=hub,
+                events=events,
+                store=store,
+                parameters=parameters,
+                input_timeout=input_timeout,
+                agent_id=agent_id,
+                environment=environment,
             ) as session:
+
+                redact = session.context.redact
 
                 async def show() -> None:
                     async for record in session.events():
-                        renderer.render(record)
+                        renderer.render(redact(record))
 
                 nursery.start_soon(show)
-                await session.send(StartEvent())
+                vocab = session.vocabulary
+                await session.send(vocab.start())
                 await session.wait_until_handled()
                 for kind, value in script:
                     if kind == "say":
-                        await session.send(TextEvent.from_text(value))
+                        await session.send(vocab.text(value))
                         await session.wait_until_handled()
                         await trio.sleep(pause)
                     else:
@@ -276,10 +342,16 @@ def _main(argv: Sequence[str] | None) -> int:
     if args.command == "debug":
         logging.basicConfig(level=logging.WARNING, format="%(name)s: %(message)s")
         return _debug_recording(args)
+    if args.command in ("variables", "tests"):
+        from .store_cli import run_tests, run_variables
+
+        return run_variables(args) if args.command == "variables" else run_tests(args)
     if args.command == "stress":
         logging.getLogger("taskrunner").setLevel(logging.CRITICAL)  # planned failures
         return int(args.run(args))
     _configure_logging(args.json)
+    if args.input_timeout is not None and not args.input_timeout > 0:
+        raise SystemExit(f"error: --input-timeout must be > 0, got {args.input_timeout:g}")
     if args.json:
         from .render import JsonRenderer
 
@@ -295,6 +367,7 @@ def _main(argv: Sequence[str] | None) -> int:
         script: list[Step] = list(demo_agent.SCRIPT)
         flavor: Flavor = "asyncio"
         lifespan = None
+        events = "taskrunner"
     else:
         module = _load_module(args.module)
         handler = getattr(module, args.handler, None)  # type: ignore[assignment]
@@ -309,7 +382,19 @@ def _main(argv: Sequence[str] | None) -> int:
         if flavor not in ("asyncio", "trio"):
             fail(f"FLAVOR must be 'asyncio' or 'trio', got {flavor!r}")
         lifespan = getattr(module, "lifespan", None)
+        try:
+            events = args.events or detect_vocabulary(module)
+        except ValueError as exc:
+            raise SystemExit(f"error: {exc} (--events)") from None
+        try:
+            resolve_vocabulary(events)
+        except MissingExtraError as exc:
+            raise SystemExit(f"error: --events {events}: {exc}") from None
     clock = trio.testing.MockClock(rate=args.speed) if args.speed != 1.0 else None
+    from .store_cli import parse_params, store_from_args
+
+    store = store_from_args(args)
+    parameters = parse_params(args.param)
 
     def conversation(hub: Any) -> Any:
         return run_conversation(
@@ -320,6 +405,12 @@ def _main(argv: Sequence[str] | None) -> int:
             pause=args.pause,
             lifespan=lifespan,
             hub=hub,
+            events=events,
+            store=store,
+            parameters=parameters,
+            agent_id=args.agent,
+            environment=args.environment,
+            input_timeout=args.input_timeout,
         )
 
     with open_tools(args) as tools:
