@@ -30,6 +30,7 @@ _INTERNAL_DIRS = tuple(str(_PACKAGE / name) for name in ("_core", "_session", "_
 _INTERNAL_FILES = (str(Path(__file__).resolve().parent / "feed.py"),)
 
 _STDLIB = sys.base_prefix + "/lib"
+_CORE_DIR = str(_PACKAGE / "_core")
 
 MAX_FRAMES = 40
 
@@ -189,7 +190,7 @@ def find_owner(
         handle = bodies.get(id(frame))
         if handle is not None:
             return ("task", handle, index - 1)
-        if _code_is(frame, "_run", "supervisor.py"):
+        if frame.f_code.co_name == "_run" and _CORE_DIR in frame.f_code.co_filename:
             handle = frame.f_locals.get("handle")
             if handle is not None:
                 return ("task", handle, index)

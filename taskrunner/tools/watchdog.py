@@ -165,12 +165,16 @@ class LoopWatchdog:
     # ------------------------------------------------------------------ the watch thread
 
     def _owner_key(self, frames: list[Any], owner: tuple[str, Any, int] | None) -> Any:
-        """What identifies the code running now: the task or session, else its root frame."""
+        """What identifies the code running now: the task or session, else its root frame.
+
+        The object itself, not its id: the candidate keeps it alive, so a new task's frame
+        cannot take the id of an old one's.
+        """
         if owner is not None:
-            return (owner[0], id(owner[1]))
+            return owner[1]
         for frame in frames:
             if not frame.f_code.co_filename.startswith(_SCHEDULER_DIRS):
-                return id(frame)
+                return frame
         return None
 
     def _check(self) -> None:
@@ -190,7 +194,7 @@ class LoopWatchdog:
         # tasks: the same code must have been seen running for half the threshold at least.
         key = self._owner_key(frames, owner)
         candidate = self._candidate
-        if candidate is None or candidate[0] != key or candidate[1] < beat:
+        if candidate is None or candidate[0] is not key or candidate[1] < beat:
             self._candidate = (key, now)
             return
         if lag <= self.block_threshold or now - candidate[1] < self.block_threshold / 2:
@@ -211,6 +215,7 @@ class LoopWatchdog:
             session_id = getattr(obj, "session_id", None) or watched.get(sup)
             if session_id:
                 what += f" of session {session_id}"
+        self._candidate = None  # holds a frame or task alive: not longer than needed
         self.blocks += 1
         self._block = _Block(
             last_beat=beat,
