@@ -314,7 +314,7 @@ def test_terminal_shows_inputs_origins_and_blocks() -> None:
     frame = {"file": "/x/agent.py", "line": 7, "function": "lookup", "code": "time.sleep(2)"}
     renderer.render(LoopBlocked(3, 1.0, duration=0.42, task="lookup", task_id=1, stack=(frame,)))
     text = console.file.getvalue()  # type: ignore[attr-defined]
-    assert 'user     TextEvent: "place order"' in text
+    assert 'user     TextEvent "place order"' in text
     assert "cancelled (cancel_task by debugger)" in text
     assert "loop blocked 420 ms by task 'lookup' at agent.py:7: time.sleep(2)" in text
 

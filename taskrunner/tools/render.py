@@ -122,11 +122,6 @@ class TerminalRenderer:
             self.console.print(
                 f"[dim]{when}[/dim] [bold]session {escape(record.session_id or '')} ended"
             )
-        elif type(record).__name__ == "InputReceived":
-            event = getattr(record, "event", None)
-            said = getattr(event, "data", {}).get("text") if hasattr(event, "data") else None
-            what = type(event).__name__ + (f': "{said}"' if isinstance(said, str) else "")
-            self.console.print(f"[dim]{when}[/dim] [bold]user[/bold]     {escape(what)}")
         elif type(record).__name__ == "LoopBlocked":
             self.console.print(f"[dim]{when}[/dim] [bold red]{escape(_blocked_text(record))}")
         else:

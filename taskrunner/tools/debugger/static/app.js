@@ -940,6 +940,7 @@
       el.replaceChildren(h('span', { class: 'time mono' }), h('span', { class: 'who' }), h('span', { class: 'etype' }), h('span', { class: 'etext' }));
       el.addEventListener('click', () => { if (el._record) showRaw(el._record); });
     }
+    if (record && el._record === record) return; // this row already shows it
     el._record = record || null;
     if (!record) {
       el.className = 'vrow ev loading';

@@ -88,26 +88,31 @@ class VList {
       const row = document.createElement('div');
       row.className = 'vrow';
       row.style.height = `${this.rowHeight}px`;
+      row.hidden = true;
       this.container.appendChild(row);
       this.pool.push(row);
     }
-    for (let i = 0; i < this.pool.length; i += 1) {
-      const row = this.pool[i];
-      const index = first + i;
-      if (i >= needed) {
-        if (!row.hidden) row.hidden = true;
-        continue;
-      }
+    // Row element for index i is pool[i % size]: scrolling (or following a growing list)
+    // by k rows moves and refills k elements, not all of them.
+    const size = this.pool.length;
+    for (let index = first; index < last; index += 1) {
+      const row = this.pool[index % size];
+      const key = String(index);
       if (row.hidden) row.hidden = false;
+      if (row.dataset.index !== key) row.dataset.index = key;
       // Content coordinates: index * rowHeight, or relative to the view when scaled.
       const top = scale > 1
         ? scrollTop + (index - firstVisible) * this.rowHeight
         : index * this.rowHeight;
       const transform = `translateY(${top}px)`;
       if (row.style.transform !== transform) row.style.transform = transform;
-      const key = String(index);
-      if (row.dataset.index !== key) row.dataset.index = key;
-      this.fill(row, index);
+      this.fill(row, index); // writes only what differs
+    }
+    for (const row of this.pool) {
+      const index = Number(row.dataset.index);
+      if (!row.hidden && (!(index >= first && index < last) || row.dataset.index === undefined)) {
+        row.hidden = true;
+      }
     }
   }
 }
