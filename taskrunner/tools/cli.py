@@ -2,6 +2,7 @@
 
 Commands: ``run MODULE`` (a handler module or path, with ``--say``/``--wait`` steps), ``demo``
 (the built-in order agent and script), ``stress`` (many sessions at once, with checks),
+``serve MODULE`` (the agent over HTTP), ``loadtest URL`` (load a served agent),
 ``variables set|list|unset`` and ``tests`` (the store's variables and A/B tests).
 """
 
@@ -140,6 +141,10 @@ def _parser() -> argparse.ArgumentParser:
 
     add_stress_parser(sub)
 
+    from ..serve._cli import add_loadtest_parser, add_serve_parser
+
+    add_serve_parser(sub)
+    add_loadtest_parser(sub)
     from .store_cli import add_store_parsers
 
     add_store_parsers(sub)
@@ -342,6 +347,8 @@ def _main(argv: Sequence[str] | None) -> int:
     if args.command == "debug":
         logging.basicConfig(level=logging.WARNING, format="%(name)s: %(message)s")
         return _debug_recording(args)
+    if args.command in ("serve", "loadtest"):
+        return int(args.run(args))
     if args.command in ("variables", "tests"):
         from .store_cli import run_tests, run_variables
 
