@@ -156,3 +156,22 @@ async def test_metrics_in_prometheus_text_behind_the_token() -> None:
     assert values[("taskrunner_records_total", ())] == 17
     assert values[("taskrunner_loop_blocks_total", ())] == 2
     assert values[("taskrunner_loop_blocked_seconds_total", ())] == 0.5
+
+
+async def test_behind_another_check_reads_are_open_and_actions_still_need_the_token() -> None:
+    hub, _ = busy_hub()
+    control = FakeControl({"x"})
+    hub.register("s1", control)
+    app = create_app(hub, token=TOKEN, require_token=False)
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://testserver"
+    ) as client:
+        read = await client.get("/api/sessions")
+        denied = await client.post("/api/sessions/s1/tasks/x/cancel")
+        legacy = await client.post(
+            "/api/sessions/s1/tasks/x/cancel", headers={"X-Taskrunner-Token": TOKEN}
+        )
+        bearer = await client.post("/api/sessions/s1/interrupt", headers=AUTH)
+    assert read.status_code == 200
+    assert denied.status_code == 401 and control.cancel_calls == ["x"]
+    assert legacy.json() == {"cancelled": True} and bearer.status_code == 200

@@ -85,6 +85,9 @@ STATIC_DIR = Path(__file__).parent / "static"
 #: The header every API request carries: ``Authorization: Bearer TOKEN``.
 TOKEN_HEADER = "Authorization"
 
+#: The header an action's token may also come in when ``require_token=False``.
+LEGACY_TOKEN_HEADER = "X-Taskrunner-Token"
+
 #: Event streams served at once unless told otherwise.
 DEFAULT_MAX_STREAM_CLIENTS = 16
 
@@ -175,6 +178,7 @@ def create_app(
     feed: Any = None,
     metrics: bool = False,
     max_stream_clients: int = DEFAULT_MAX_STREAM_CLIENTS,
+    require_token: bool = True,
 ) -> Starlette:
     """Build the debugger's Starlette app over ``source``.
 
@@ -188,6 +192,9 @@ def create_app(
     streams.  ``status()`` gives the agent's watchdog status for ``/api/status`` (called in
     the server's thread), ``feed`` the hand-off (its backlog is shown), ``metrics`` turns
     ``/metrics`` on, ``max_stream_clients`` bounds the open event streams.
+    ``require_token=False`` is for an app mounted behind another check of every request
+    (``taskrunner serve``'s API key): reads then need no token, and actions take it as
+    ``Authorization: Bearer`` or in the ``X-Taskrunner-Token`` header.
     """
     if not token:
         raise ValueError("token must be a non-empty string")
@@ -205,12 +212,19 @@ def create_app(
 
         render_metrics = metrics_text(source, status=status, feed=feed)
 
-    def authorized(request: Request) -> bool:
+    def authorized(request: Request, *, action: bool = False) -> bool:
+        if not require_token and not action:
+            return True
         given = request.headers.get("authorization", "").encode()
-        return hmac.compare_digest(given, expected)
+        if hmac.compare_digest(given, expected):
+            return True
+        if require_token:
+            return False
+        legacy = request.headers.get(LEGACY_TOKEN_HEADER, "").encode()
+        return hmac.compare_digest(legacy, token.encode())
 
-    def session_of(request: Request) -> str | Response:
-        if not authorized(request):
+    def session_of(request: Request, *, action: bool = False) -> str | Response:
+        if not authorized(request, action=action):
             return _error(401, "missing or wrong token (Authorization: Bearer ...)")
         session_id: str = request.path_params["session_id"]
         if session_id not in source:
@@ -345,7 +359,7 @@ def create_app(
 
     def control_of(request: Request) -> Any:
         """The session's control for an action, or the error response that refuses it."""
-        session_id = session_of(request)
+        session_id = session_of(request, action=True)
         if isinstance(session_id, Response):
             return session_id
         if read_only:
