@@ -157,6 +157,8 @@ async def test_records_as_dicts_and_loop_blocked() -> None:
     sink = telemetry.sink("s2")
     sink({"type": "SessionStarted", "seq": 1, "at": 0.0, "session_id": "s2", "agent_id": "a"})
     sink({"type": "InputReceived", "seq": 2, "at": 1.0, "event": {"type": "TextEvent"}})
+    sink({"type": "TaskQueued", "seq": 2, "at": 1.0, "task": "t", "task_id": 1})
+    assert metric_points(reader)["taskrunner.tasks.pending"][0].value == 1
     sink({"type": "TaskStarted", "seq": 3, "at": 1.0, "task": "t", "task_id": 1,
           "interruptible": True, "timeout": None, "flavor": "trio"})  # fmt: skip
     sink({"type": "LoopBlocked", "seq": 4, "at": 1.5, "duration": 0.25, "task": "t"})
@@ -170,6 +172,7 @@ async def test_records_as_dicts_and_loop_blocked() -> None:
         "taskrunner.loop_blocked",
     ]
     points = metric_points(reader)
+    assert points["taskrunner.tasks.pending"][0].value == 0
     assert points["taskrunner.loop.blocked_time"][0].value == 0.25
     latency = points["taskrunner.interruption.latency"][0]
     assert latency.count == 1 and latency.sum == pytest.approx(0.75)
