@@ -62,9 +62,7 @@ class AiohttpKit(Kit):
 
         return aiohttp.ClientSession(base_url=target)
 
-    async def stream(
-        self, client: Any, n: int, delay: float, tag: str
-    ) -> AsyncIterator[int]:
+    async def stream(self, client: Any, n: int, delay: float, tag: str) -> AsyncIterator[int]:
         async with client.get("/stream", params={"n": n, "delay": delay, "tag": tag}) as response:
             response.raise_for_status()
             async for line in response.content:
@@ -96,9 +94,7 @@ class HttpxKit(Kit):
 
         return httpx.AsyncClient(base_url=target)
 
-    async def stream(
-        self, client: Any, n: int, delay: float, tag: str
-    ) -> AsyncIterator[int]:
+    async def stream(self, client: Any, n: int, delay: float, tag: str) -> AsyncIterator[int]:
         params = {"n": n, "delay": delay, "tag": tag}
         async with client.stream("GET", "/stream", params=params) as response:
             response.raise_for_status()
@@ -143,9 +139,7 @@ class OpenAIKit(Kit):
 
         return AsyncOpenAI(base_url=target + "/v1", api_key="test", max_retries=0)
 
-    async def stream(
-        self, client: Any, n: int, delay: float, tag: str
-    ) -> AsyncIterator[int]:
+    async def stream(self, client: Any, n: int, delay: float, tag: str) -> AsyncIterator[int]:
         stream = await client.chat.completions.create(
             model="fake-model",
             messages=[{"role": "user", "content": "count"}],
@@ -174,9 +168,7 @@ class AnthropicKit(Kit):
 
         return AsyncAnthropic(base_url=target, api_key="test", max_retries=0)
 
-    async def stream(
-        self, client: Any, n: int, delay: float, tag: str
-    ) -> AsyncIterator[int]:
+    async def stream(self, client: Any, n: int, delay: float, tag: str) -> AsyncIterator[int]:
         async with client.messages.stream(
             model="fake-model",
             max_tokens=n,
@@ -209,9 +201,7 @@ class RedisKit(Kit):
         pool = redis.asyncio.BlockingConnectionPool.from_url(target, max_connections=32)
         return redis.asyncio.Redis.from_pool(pool)
 
-    async def stream(
-        self, client: Any, n: int, delay: float, tag: str
-    ) -> AsyncIterator[int]:
+    async def stream(self, client: Any, n: int, delay: float, tag: str) -> AsyncIterator[int]:
         key = f"taskrunner-test:{uuid.uuid4().hex}"
         for i in range(n):
             if i:
@@ -239,9 +229,7 @@ class AsyncpgKit(Kit):
 
         return await asyncpg.create_pool(target, min_size=1, max_size=16)
 
-    async def stream(
-        self, client: Any, n: int, delay: float, tag: str
-    ) -> AsyncIterator[int]:
+    async def stream(self, client: Any, n: int, delay: float, tag: str) -> AsyncIterator[int]:
         async with client.acquire() as conn, conn.transaction():
             query = (
                 "SELECT i, pg_sleep(CASE WHEN i = 0 THEN 0 ELSE $2::float8 END) "

@@ -101,8 +101,7 @@ def stream_event(
     """The input that makes an :class:`Agent` start task ``name`` streaming ``n`` pieces."""
     return CustomEvent(
         "stream",
-        {"name": name, "n": n, "delay": delay, "interruptible": interruptible,
-         "timeout": timeout},
+        {"name": name, "n": n, "delay": delay, "interruptible": interruptible, "timeout": timeout},
     )
 
 

@@ -185,9 +185,6 @@ async def test_stop_with_calls_in_flight(
     assert_no_lost_errors(loop_log)
 
 
-
-
-
 async def test_client_shared_by_sessions_one_after_another(
     case: tuple[Kit, str, str, str], loop_log: list[logging.LogRecord]
 ) -> None:
@@ -225,9 +222,7 @@ async def test_200_tasks_over_20_sessions_with_random_interrupts(
     async def one_session(index: int) -> None:
         rng = random.Random(8000 + index)
         agent = Agent(kit, target, client=home.client)
-        plan = {
-            f"s{index}-t{t}": (rng.randint(2, 6), rng.random() < 0.5) for t in range(10)
-        }
+        plan = {f"s{index}-t{t}": (rng.randint(2, 6), rng.random() < 0.5) for t in range(10)}
         async with open_run(agent.handler, flavor=flavor) as run:
             runs.append((run, plan))
             for name, (n, interruptible) in plan.items():
