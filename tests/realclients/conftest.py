@@ -1,11 +1,12 @@
 """Fixtures of the real-client tests: the slow local API server, and the strict checks.
 
 Every test here runs with the real clock (real sockets) and fails on any warning that a leak
-or a lost exception leaves behind: ``ResourceWarning``, "coroutine ... was never awaited",
-an unraisable exception, and the lines asyncio logs through its loop's exception handler
-("Task was destroyed but it is pending", "exception was never retrieved", "Unclosed ...")
-whether they go to the ``asyncio`` or the ``taskrunner`` logger. A test that provokes such
-a line on purpose is marked ``loop_errors_expected`` and checks the lines itself.
+or a lost exception leaves behind (``STRICT_WARNINGS``, given to every test of the package):
+``ResourceWarning``, "coroutine ... was never awaited", an unraisable exception, and the
+lines asyncio logs through its loop's exception handler ("Task was destroyed but it is
+pending", "exception was never retrieved", "Unclosed ...") whether they go to the
+``asyncio`` or the ``taskrunner`` logger. A test that provokes such a line on purpose is
+marked ``loop_errors_expected`` and checks the lines itself.
 """
 
 from __future__ import annotations
@@ -31,6 +32,25 @@ LEAK_PATTERNS = (
     "unclosed",
     "Exception in callback",
 )
+
+
+#: Warnings that mean a leak or a lost exception, made errors in every test of this package.
+STRICT_WARNINGS = [
+    pytest.mark.filterwarnings("error::ResourceWarning"),
+    pytest.mark.filterwarnings("error::pytest.PytestUnraisableExceptionWarning"),
+    pytest.mark.filterwarnings("error:.*was never awaited:RuntimeWarning"),
+]
+
+HERE = Path(__file__).parent
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    # First in the item's own marks, so they have the lowest precedence: a test (or a
+    # fixture) may still allow one precise warning it provokes on purpose.
+    for item in items:
+        if HERE in item.path.parents:
+            for mark in reversed(STRICT_WARNINGS):
+                item.add_marker(mark, append=False)
 
 
 def pytest_configure(config: pytest.Config) -> None:

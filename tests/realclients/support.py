@@ -16,7 +16,6 @@ from collections.abc import AsyncIterator
 from contextlib import aclosing, asynccontextmanager
 from typing import Any
 
-import pytest
 import trio
 from helpers import check_stream_invariants
 
@@ -34,13 +33,6 @@ from taskrunner.events import (
 
 from .conftest import LEAK_PATTERNS
 from .kits import Kit
-
-#: The warnings that mean a leak or a lost exception, as errors (module ``pytestmark``).
-STRICT_WARNINGS = [
-    pytest.mark.filterwarnings("error::ResourceWarning"),
-    pytest.mark.filterwarnings("error::pytest.PytestUnraisableExceptionWarning"),
-    pytest.mark.filterwarnings("error:.*was never awaited:RuntimeWarning"),
-]
 
 
 def lost_errors(log: list[logging.LogRecord]) -> list[str]:

@@ -22,7 +22,6 @@ from taskrunner.events import (
 
 from .kits import KITS, Kit
 from .support import (
-    STRICT_WARNINGS,
     Agent,
     Run,
     assert_no_lost_errors,
@@ -30,8 +29,6 @@ from .support import (
     stream_event,
     wait_server_ended,
 )
-
-pytestmark = STRICT_WARNINGS
 
 CASES = [
     pytest.param((kit, flavor), id=f"{kit.name}-{flavor}")
