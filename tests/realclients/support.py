@@ -146,8 +146,10 @@ class Run:
     async def wait_pieces(self, task: str, count: int) -> None:
         await self.wait_for(f"{count} pieces of {task!r}", lambda: len(self.pieces(task)) >= count)
 
-    async def wait_end(self, task: str) -> TaskRecord:
-        await self.wait_for(f"the end of {task!r}", lambda: self.terminal(task) is not None)
+    async def wait_end(self, task: str, timeout: float = 5.0) -> TaskRecord:
+        await self.wait_for(
+            f"the end of {task!r}", lambda: self.terminal(task) is not None, timeout
+        )
         end = self.terminal(task)
         assert end is not None
         return end
