@@ -57,6 +57,15 @@ KNOWN_FAILURES: list[tuple[str, str | None, str | None, bool, str]] = [
         "client made in one session fails in the next ('Event loop is closed', 'attached "
         "to a different loop')",
     ),
+    (
+        "test_client_made_on_the_application_loop",
+        None,
+        "asyncio",
+        True,
+        "issue 8 finding 5: a loop the application opened with trio_asyncio.open_loop() is "
+        "not adopted: the sessions open their own, and the client fails there ('no running "
+        "event loop', 'Event loop is closed', 'different loop')",
+    ),
     (_STORM, "httpx", None, False, _HTTPCORE_RACE),
 ]
 
@@ -202,6 +211,32 @@ async def test_client_shared_by_sessions_one_after_another(
         assert run.pieces("two") == [0, 1, 2]
         await idle_pool(run, kit, second.client)
         await run.send(CustomEvent("close"))
+    assert_no_lost_errors(loop_log)
+
+
+async def test_client_made_on_the_application_loop(
+    case: tuple[Kit, str, str, str], loop_log: list[logging.LogRecord]
+) -> None:
+    """The application opened its own trio-asyncio loop and made its client there, before
+    any session: the sessions' asyncio code runs on that loop and uses the client."""
+    kit, flavor, target, _ = case
+    if flavor != "asyncio":
+        pytest.skip("an asyncio loop of the application's: asyncio flavour only")
+    import trio_asyncio
+
+    async with trio_asyncio.open_loop():
+        client = await trio_asyncio.aio_as_trio(kit.open)(target)
+        try:
+            for round in range(2):
+                agent = Agent(kit, target, client=client)
+                async with open_run(agent.handler) as run:
+                    await run.send(stream_event(f"r{round}", 3, 0.01))
+                    end = await run.wait_end(f"r{round}")
+                    assert isinstance(end, TaskFinished), (end, getattr(end, "error", None))
+                    assert run.pieces(f"r{round}") == [0, 1, 2]
+                    await idle_pool(run, kit, client)
+        finally:
+            await trio_asyncio.aio_as_trio(kit.close)(client)
     assert_no_lost_errors(loop_log)
 
 
