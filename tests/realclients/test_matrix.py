@@ -31,7 +31,13 @@ from .support import (
 )
 
 CASES = [
-    pytest.param((kit, flavor), id=f"{kit.name}-{flavor}")
+    pytest.param(
+        (kit, flavor),
+        id=f"{kit.name}-{flavor}",
+        marks=[pytest.mark.filterwarnings(spec) for spec in kit.trio_warning_filters]
+        if flavor == "trio"
+        else [],
+    )
     for kit in KITS.values()
     for flavor in kit.flavors
 ]
@@ -78,9 +84,6 @@ def case(request: pytest.FixtureRequest) -> tuple[Kit, str, str, str]:
     for name, kit_name, fl, strict, reason in KNOWN_FAILURES:
         if name == test and kit_name in (None, kit.name) and fl in (None, flavor):
             request.node.add_marker(pytest.mark.xfail(reason=reason, strict=strict))
-    if flavor == "trio":
-        for spec in kit.trio_warning_filters:
-            request.node.add_marker(pytest.mark.filterwarnings(spec))
     target = request.getfixturevalue(kit.target)
     base = target if kit.http else ""
     return kit, flavor, target, base
@@ -118,7 +121,7 @@ async def test_timeout_mid_stream(
     agent = Agent(kit, target)
     async with open_run(agent.handler, flavor=flavor) as run:
         await run.send(CustomEvent("open"))
-        await run.send(stream_event("slow", 200, 0.02, timeout=0.5))
+        await run.send(stream_event("slow", 200, 0.02, timeout=0.3))
         end = await run.wait_end("slow")
         assert isinstance(end, TaskTimedOut), end
         got = run.pieces("slow")
