@@ -7,6 +7,7 @@ from ._core.records import (
     TaskFailed,
     TaskFinished,
     TaskOutput,
+    TaskQueued,
     TaskRecord,
     TaskStarted,
     TaskStuck,
@@ -24,7 +25,13 @@ from ._session.agent_events import (
     TextToSpeechEvent,
     TimeoutEvent,
 )
-from ._session.records import HandlerFailed, HandlerOutput, SessionEnded, SessionStarted
+from ._session.records import (
+    HandlerFailed,
+    HandlerOutput,
+    InputReceived,
+    SessionEnded,
+    SessionStarted,
+)
 
 __all__ = [
     "TERMINAL_RECORDS",
@@ -33,6 +40,7 @@ __all__ = [
     "Event",
     "HandlerFailed",
     "HandlerOutput",
+    "InputReceived",
     "LogEvent",
     "Record",
     "SessionEnded",
@@ -44,6 +52,7 @@ __all__ = [
     "TaskFailed",
     "TaskFinished",
     "TaskOutput",
+    "TaskQueued",
     "TaskRecord",
     "TaskStarted",
     "TaskStuck",

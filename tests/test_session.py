@@ -444,7 +444,7 @@ async def test_bad_input_to_sessions() -> None:
     with pytest.raises(TypeError, match="interrupt_on must be a tuple of Event classes"):
         async with taskrunner.open_session(good, interrupt_on=[TextEvent]):  # type: ignore[arg-type]
             pass
-    with pytest.raises(ValueError, match="stop_grace must be a positive"):
+    with pytest.raises(ValueError, match="stop_grace must be a number of seconds >= 0"):
         async with taskrunner.open_session(good, stop_grace=-1):
             pass
     with pytest.raises(TypeError, match="session_id must be a str"):

@@ -7,12 +7,18 @@ installs its asyncio loop policy, which slows every plain ``asyncio.run()`` in t
 from __future__ import annotations
 
 import asyncio
+import inspect
+import logging
 import sys
-from collections.abc import AsyncGenerator, Callable, Coroutine
+from collections.abc import AsyncGenerator, Awaitable, Callable, Coroutine
 from functools import partial
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar, cast
 
+import outcome
 import trio
+
+from .._core._checks import safe_repr
+from .._core.supervisor import APPENDED, FULL
 
 
 def _import_trio_asyncio() -> Any:
@@ -53,39 +59,115 @@ if TYPE_CHECKING:
     from .._core.handle import TaskHandle
     from .._core.supervisor import Supervisor
 
-__all__ = ["AsyncioBridge"]
+__all__ = ["AsyncioRunner", "asyncio_loop", "run_in_asyncio", "run_trio_from_asyncio"]
+
+logger = logging.getLogger("taskrunner")
 
 # As in the trio stream: an asyncio generator forwarding on the fast path lets the other
 # asyncio tasks run every so many events.
 _YIELD_EVERY = 64
+T = TypeVar("T")
+
+
+# ---------------------------------------------------------------------------- the loop
+
+
+def _exception_handler(loop: Any, context: dict[str, Any]) -> None:
+    """Log what asyncio would have logged, on the taskrunner logger; never raise.
+
+    trio-asyncio's default handler re-raises into its loop's system task, which would end
+    every session of the process (a fire-and-forget task that failed, a future whose
+    exception was never retrieved, an unclosed aiohttp session...). Plain asyncio only logs.
+    """
+    try:
+        message = str(context.get("message") or "Unhandled exception in asyncio code")
+        details = []
+        for key in sorted(context):
+            if key in ("message", "exception"):
+                continue
+            details.append(f"{key}: {safe_repr(context[key], 300)}")
+        exc = context.get("exception")
+        logger.error(
+            "asyncio: %s%s",
+            message,
+            "".join("\n  " + d for d in details),
+            exc_info=exc if isinstance(exc, BaseException) else None,
+        )
+    except Exception:  # a broken __repr__ must not break the loop either
+        pass
+
+
+def _abandoning_run_in_executor(loop: Any) -> Callable[..., Any]:
+    """``loop.run_in_executor`` whose work is abandoned when the awaiting task is cancelled.
+
+    trio-asyncio runs executor work in a trio thread that cannot be cancelled, so a cancel
+    (an interruption, a timeout) waited for the thread and was lost when it returned. Here the
+    waiting side is cancelled at once; the thread finishes on its own and its late result is
+    dropped with a debug log line (a thread cannot be killed).
+    """
+
+    def run_in_executor(executor: Any, func: Callable[..., Any], *args: Any) -> Any:
+        if executor is not None:
+            # An explicit concurrent.futures executor: asyncio's own wrapping abandons it
+            # on cancel too.
+            return asyncio.wrap_future(executor.submit(func, *args), loop=loop)
+        name = getattr(func, "__qualname__", None) or safe_repr(func, 80)
+
+        def call() -> Any:
+            result = func(*args)
+            return result
+
+        async def in_thread() -> Any:
+            try:
+                return await trio.to_thread.run_sync(call, abandon_on_cancel=True)
+            except trio.Cancelled:
+                logger.debug("executor call %s abandoned on cancel; its result is dropped", name)
+                raise
+
+        return loop.trio_as_future(in_thread)
+
+    return run_in_executor
+
+
+def _prepare(loop: Any) -> None:
+    if getattr(loop, "_taskrunner_prepared", False):
+        return
+    loop.set_exception_handler(_exception_handler)
+    loop.run_in_executor = _abandoning_run_in_executor(loop)
+    loop._taskrunner_prepared = True
 
 
 class _SharedLoop:
-    """The trio-asyncio loop of one trio run, shared by the supervisors that need one.
+    """The trio-asyncio loop of one trio run, shared by every supervisor of the run.
 
-    It lives in a trio system task, so that it outlives any one supervisor: it opens when the
-    first asyncio-flavoured code of the run needs it and closes when the last supervisor
-    using it has closed. (A loop per supervisor would cost every session a socket pair and
-    ~100 KB; thousands of sessions run out of file descriptors.)
+    It lives in a trio system task from its first use until the trio run ends, so a client
+    made in one session (an SDK client with a connection pool) still works in the next one.
     """
 
-    __slots__ = ("closed", "loop", "ready", "stop", "users")
+    __slots__ = ("failed", "loop", "ready")
 
     def __init__(self) -> None:
         self.loop: Any = None  # a trio_asyncio.TrioEventLoop once open
         self.ready = trio.Event()
-        self.stop = trio.Event()
-        self.closed = trio.Event()
-        self.users = 0
+        self.failed: BaseException | None = None
 
     async def host(self) -> None:
         try:
             async with trio_asyncio.open_loop() as loop:
+                _prepare(loop)
                 self.loop = loop
                 self.ready.set()
-                await self.stop.wait()
+                await trio.sleep_forever()
+        except BaseException as exc:  # a system task must never raise
+            rest = exc
+            if isinstance(exc, BaseExceptionGroup):
+                rest = exc.split(trio.Cancelled)[1]  # type: ignore[assignment]
+            if rest is None or isinstance(rest, trio.Cancelled):
+                return  # the trio run is ending: the loop closed with it
+            self.failed = exc
+            logger.error("taskrunner: the shared asyncio loop failed", exc_info=exc)
         finally:
-            self.closed.set()
+            self.ready.set()
 
 
 _shared_loop: trio.lowlevel.RunVar[_SharedLoop | None] = trio.lowlevel.RunVar(
@@ -93,96 +175,189 @@ _shared_loop: trio.lowlevel.RunVar[_SharedLoop | None] = trio.lowlevel.RunVar(
 )
 
 
-class AsyncioBridge:
-    """A supervisor's use of its trio run's shared trio-asyncio loop; :meth:`close` ends it."""
+async def asyncio_loop() -> Any:
+    """The asyncio loop taskrunner's asyncio code runs on in this trio run (trio code).
 
-    __slots__ = ("_closed", "_shared")
-
-    def __init__(self) -> None:
-        shared = _shared_loop.get()
-        if shared is None:
-            shared = _SharedLoop()
-            _shared_loop.set(shared)
-            trio.lowlevel.spawn_system_task(shared.host, name="taskrunner.asyncio-loop")
-        shared.users += 1
-        self._shared = shared
-        self._closed = False
-
-    @property
-    def loop(self) -> Any:
-        """The trio-asyncio loop, or None until it has opened."""
-        return self._shared.loop
-
-    async def aclose(self) -> None:
-        """Release the loop, once every task of the supervisor has ended; the last user
-        waits until the loop has closed, so nothing of it outlives the supervisor."""
-        self.close()
-        shared = self._shared
-        if shared.users == 0:
-            await shared.closed.wait()
-
-    def close(self) -> None:
-        """Release the loop without waiting (idempotent)."""
-        if self._closed:
-            return
-        self._closed = True
-        shared = self._shared
-        shared.users -= 1
-        if shared.users == 0:
-            shared.stop.set()
-            _shared_loop.set(None)  # the next user in this run opens a new loop
-
-    async def _wait_ready(self) -> Any:
-        shared = self._shared
+    A loop the application opened itself with ``trio_asyncio.open_loop()`` (around the code
+    that opens sessions) is adopted; otherwise one loop is opened on first use and lives until
+    the trio run ends, shared by every session, so long-lived clients made on it keep working.
+    """
+    adopted = trio_asyncio.current_loop.get()
+    if adopted is not None and not adopted.is_closed():
+        _prepare(adopted)
+        return adopted
+    shared = _shared_loop.get()
+    if shared is None:
+        shared = _SharedLoop()
+        _shared_loop.set(shared)
+        trio.lowlevel.spawn_system_task(shared.host, name="taskrunner.asyncio-loop")
+    if shared.loop is None:
+        await shared.ready.wait()
         if shared.loop is None:
-            await shared.ready.wait()
-        return shared.loop
+            raise RuntimeError("taskrunner's asyncio loop could not open") from shared.failed
+    return shared.loop
 
-    async def run(self, sup: Supervisor, handle: TaskHandle, body: Any, is_gen: bool) -> Any:
+
+async def run_in_asyncio(fn: Callable[..., Awaitable[T]], *args: Any) -> T:
+    """Run the asyncio function ``fn(*args)`` on taskrunner's asyncio loop and return its
+    result (trio code). Use it to make (and close) long-lived asyncio clients shared by every
+    session. Cancelling the call cancels the asyncio task."""
+    loop = await asyncio_loop()
+    return cast(T, await _await_asyncio(loop, fn(*args), None))
+
+
+def run_trio_from_asyncio(fn: Callable[..., Coroutine[Any, Any, T]], *args: Any) -> Any:
+    """From asyncio code: an asyncio future resolved by the trio call ``fn(*args)``."""
+    loop = asyncio.get_running_loop()
+    if not hasattr(loop, "trio_as_future"):
+        raise RuntimeError(
+            "taskrunner's waits called from asyncio code must run on a trio-asyncio loop "
+            "(asyncio-flavoured taskrunner code); this loop is not one"
+        )
+    return loop.trio_as_future(fn, *args)
+
+
+# ---------------------------------------------------------------------------- running tasks
+
+
+class _Escape:
+    """KeyboardInterrupt/SystemExit caught inside the asyncio task, re-raised on the trio
+    side: asyncio would raise them through the loop, ending it and every session."""
+
+    __slots__ = ("exc",)
+
+    def __init__(self, exc: BaseException) -> None:
+        self.exc = exc
+
+
+async def _guarded(coro: Awaitable[Any]) -> Any:
+    try:
+        return await coro
+    except (KeyboardInterrupt, SystemExit) as exc:
+        return _Escape(exc)
+
+
+async def _await_asyncio(loop: Any, coro: Awaitable[Any], handle: TaskHandle | None) -> Any:
+    """Run ``coro`` as one asyncio task and wait for it from trio.
+
+    A trio cancel cancels the asyncio task (and the handle keeps it, so a stuck task can be
+    cancelled again); once it ends with ``CancelledError``, trio's ``Cancelled`` is raised.
+    """
+    try:
+        task = loop.create_task(_guarded(coro))
+    except BaseException:
+        if inspect.iscoroutine(coro):
+            coro.close()
+        raise
+    if handle is not None:
+        handle._aio_task = task
+    trio_task = trio.lowlevel.current_task()
+    raise_cancel: Callable[[], NoReturn] | None = None
+
+    def done(fut: asyncio.Future[Any]) -> None:
+        trio.lowlevel.reschedule(trio_task, outcome.capture(fut.result))
+
+    task.add_done_callback(done)
+
+    def abort(raise_cancel_arg: Callable[[], NoReturn]) -> trio.lowlevel.Abort:
+        nonlocal raise_cancel
+        raise_cancel = raise_cancel_arg
+        task.cancel()
+        return trio.lowlevel.Abort.FAILED  # wait for the asyncio task to end
+
+    try:
+        result = await trio.lowlevel.wait_task_rescheduled(abort)
+    except asyncio.CancelledError as exc:
+        if raise_cancel is not None:
+            try:
+                raise_cancel()
+            finally:
+                sys.exc_info()[1].__cause__ = exc  # type: ignore[union-attr]
+        raise
+    finally:
+        if handle is not None:
+            handle._aio_task = None
+    if isinstance(result, _Escape):
+        raise result.exc
+    return result
+
+
+class AsyncioRunner:
+    """The asyncio flavour's :class:`taskrunner._core.supervisor.FlavorRunner`."""
+
+    __slots__ = ()
+
+    async def run_task(self, sup: Supervisor, handle: TaskHandle, body: Any, is_gen: bool) -> Any:
         """Run ``body`` (an asyncio coroutine or async generator) as one asyncio task.
 
         Cancellation from trio (cancel, interruption, timeout, close) cancels the asyncio task;
-        trio-asyncio turns its ``CancelledError`` back into trio's ``Cancelled``.
+        its ``CancelledError`` becomes trio's ``Cancelled`` again.
         """
+        loop = await asyncio_loop()
         if is_gen:
-            return await self.run_generator(sup, body, partial(sup._output, handle))
-        return await self.run_coroutine(body)
+            return await _await_asyncio(loop, _drive(sup, handle, body, loop), handle)
+        return await _await_asyncio(loop, body, handle)
 
-    async def run_generator(
-        self, sup: Supervisor, agen: AsyncGenerator[Any, Any], output: Callable[[Any], None]
-    ) -> None:
-        """Iterate ``agen`` as one asyncio task, calling ``output(event)`` for each value."""
-        loop = await self._wait_ready()
-        await loop.run_aio_coroutine(_drive(sup, agen, output))
+    def cancel_again(self, handle: TaskHandle) -> None:
+        """Cancel the task's asyncio task once more (its code swallowed the last cancel)."""
+        task = handle._aio_task
+        if task is not None and not task.done():
+            task.cancel()
 
-    async def run_coroutine(self, coro: Coroutine[Any, Any, Any]) -> Any:
-        """Await the asyncio coroutine ``coro`` as one asyncio task and return its result."""
-        loop = await self._wait_ready()
-        return await loop.run_aio_coroutine(coro)
+
+async def run_generator(
+    sup: Supervisor,
+    agen: AsyncGenerator[Any, Any],
+    make: Callable[[Any], Callable[[int, float], Any]],
+) -> None:
+    """Iterate the asyncio generator ``agen`` as one asyncio task (a session's handler),
+    forwarding each value as the record ``make(value)`` with backpressure (trio code)."""
+    loop = await asyncio_loop()
+
+    async def drive() -> None:
+        wait = partial(loop.trio_as_future, sup.wait_for_room)
+        count = 0
+        try:
+            async for value in agen:
+                maker = make(value)
+                if sup.offer(maker):
+                    count += 1
+                    if count % _YIELD_EVERY == 0:
+                        await asyncio.sleep(0)
+                else:
+                    await sup.put(maker, wait)
+        finally:
+            await agen.aclose()
+
+    await _await_asyncio(loop, drive(), None)
+
+
+async def run_coroutine(coro: Coroutine[Any, Any, T]) -> T:
+    """Await the asyncio coroutine ``coro`` as one asyncio task and return its result."""
+    loop = await asyncio_loop()
+    return cast(T, await _await_asyncio(loop, coro, None))
 
 
 async def _drive(
-    sup: Supervisor, agen: AsyncGenerator[Any, Any], output: Callable[[Any], None]
+    sup: Supervisor, handle: TaskHandle, agen: AsyncGenerator[Any, Any], loop: Any
 ) -> None:
     """Iterate ``agen`` inside one asyncio task for its whole life, forwarding what it yields.
 
     One task (rather than one asyncio call per step) keeps ``asyncio.timeout`` blocks and
     context variables valid across the generator's yields.
     """
-    stream = sup._stream
+    wait = partial(loop.trio_as_future, sup.wait_for_room)
     count = 0
     try:
         async for event in agen:
-            if stream.has_room():
-                output(event)
+            status = sup.offer_output(handle, event)
+            if status == APPENDED:
                 count += 1
                 if count % _YIELD_EVERY == 0:
                     await asyncio.sleep(0)
-                continue
-            try:
-                await trio_asyncio.trio_as_aio(stream.wait_for_room)()
-            finally:
-                # Appended even when cancelled while waiting: a yielded output is never dropped.
-                output(event)
+            elif status == FULL:
+                await sup.put_output(handle, event, wait)
+            else:  # STALE: the cancel was delivered; stop the generator where it yielded
+                break
     finally:
         await agen.aclose()

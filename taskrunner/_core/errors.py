@@ -24,6 +24,10 @@ class DuplicateTaskNameError(TaskRunnerError, ValueError):
     """``create_task`` was given the name of a task that has not finished yet."""
 
 
+class TaskLimitError(TaskRunnerError, RuntimeError):
+    """``create_task`` found both the running-task ``limit`` and the ``pending_limit`` full."""
+
+
 class StreamBusyError(TaskRunnerError, RuntimeError):
     """A second reader tried to read a stream that already has one."""
 
@@ -35,7 +39,8 @@ class FlavorError(TaskRunnerError, RuntimeError):
 class TaskCancelledError(TaskRunnerError):
     """The outcome of a task that was cancelled before it finished.
 
-    ``reason`` is one of ``"cancel_task"``, ``"interrupted"``, ``"cancel_all"``, ``"closed"``.
+    ``reason`` is one of ``"cancel_task"``, ``"interrupted"``, ``"cancel_all"``, ``"closed"``,
+    ``"replaced"``.
     """
 
     def __init__(self, task: str, reason: str) -> None:
@@ -47,9 +52,10 @@ class TaskCancelledError(TaskRunnerError):
 class TaskTimeoutError(TaskRunnerError):
     """The outcome of a task that ran past its ``timeout`` and was cancelled."""
 
-    def __init__(self, task: str, timeout: float) -> None:
+    def __init__(self, task: str, timeout: float | None) -> None:
+        after = "its deadline" if timeout is None else f"{timeout:g} s"
         super().__init__(
-            f"task {task!r} timed out after {timeout:g} s "
+            f"task {task!r} timed out after {after} "
             f"(raise its timeout= in create_task, or pass timeout=None for no limit)"
         )
         self.task = task

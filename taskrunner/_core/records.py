@@ -9,6 +9,8 @@ from typing import Any, ClassVar
 
 import attrs
 
+from ._checks import safe_repr, safe_str
+
 __all__ = [
     "TERMINAL_RECORDS",
     "Record",
@@ -16,6 +18,7 @@ __all__ = [
     "TaskFailed",
     "TaskFinished",
     "TaskOutput",
+    "TaskQueued",
     "TaskRecord",
     "TaskStarted",
     "TaskStuck",
@@ -28,46 +31,80 @@ _MAX_DEPTH = 20
 
 
 def error_to_dict(exc: BaseException) -> dict[str, str]:
-    """Describe an exception as JSON-safe data: its type, message and formatted traceback."""
-    return {
-        "type": type(exc).__qualname__,
-        "message": str(exc),
-        "traceback": "".join(traceback.format_exception(exc)),
-    }
+    """Describe an exception as JSON-safe data: its type, message and formatted traceback.
+
+    Never raises: an exception whose ``__str__`` raises is described by a placeholder.
+    """
+    try:
+        tb = "".join(traceback.format_exception(exc))
+    except Exception as err:  # a broken __str__/__repr__ deep in a chain
+        tb = f"<traceback unavailable: {type(err).__name__}>"
+    return {"type": type(exc).__qualname__, "message": safe_str(exc), "traceback": tb}
 
 
-def jsonable(value: Any, _depth: int = 0) -> Any:
+def jsonable(value: Any) -> Any:
     """Turn ``value`` into data ``json.dumps`` accepts, losing nothing a person would read.
 
     attrs and dataclass instances become dicts with a ``"type"`` key naming their class;
     exceptions become :func:`error_to_dict`; anything else unknown becomes its ``repr``.
+    Linear in the size of the data: an object met twice is converted once, and a reference
+    cycle becomes the string ``"<cycle: TYPE>"``. Never raises (a failing ``__repr__`` gives a
+    placeholder).
     """
-    if value is None or isinstance(value, (bool, int, str)):
-        return value
-    if isinstance(value, float):
-        return value if math.isfinite(value) else repr(value)
-    if _depth >= _MAX_DEPTH:
-        return repr(value)
-    d = _depth + 1
-    if isinstance(value, dict):
-        return {str(k): jsonable(v, d) for k, v in value.items()}
-    if isinstance(value, (list, tuple, set, frozenset)):
-        return [jsonable(v, d) for v in value]
-    if isinstance(value, BaseException):
-        return error_to_dict(value)
-    if attrs.has(type(value)):
-        out: dict[str, Any] = {"type": type(value).__name__}
-        for f in attrs.fields(type(value)):
-            out[f.name] = jsonable(getattr(value, f.name), d)
+    return _Converter().convert(value, 0)
+
+
+class _Converter:
+    __slots__ = ("active", "done")
+
+    def __init__(self) -> None:
+        self.done: dict[int, Any] = {}
+        self.active: set[int] = set()
+
+    def convert(self, value: Any, depth: int) -> Any:
+        if value is None or isinstance(value, (bool, int, str)):
+            return value
+        if isinstance(value, float):
+            return value if math.isfinite(value) else repr(value)
+        key = id(value)
+        if key in self.done:
+            return self.done[key]
+        if key in self.active:
+            return f"<cycle: {type(value).__name__}>"
+        if depth >= _MAX_DEPTH:
+            return safe_repr(value)
+        self.active.add(key)
+        try:
+            out = self._convert(value, depth + 1)
+        finally:
+            self.active.discard(key)
+        self.done[key] = out
         return out
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        out = {"type": type(value).__name__}
-        for df in dataclasses.fields(value):
-            out[df.name] = jsonable(getattr(value, df.name), d)
-        return out
-    if isinstance(value, bytes):
-        return repr(value)
-    return repr(value)
+
+    def _convert(self, value: Any, d: int) -> Any:
+        if isinstance(value, dict):
+            return {safe_str(k): self.convert(v, d) for k, v in value.items()}
+        if isinstance(value, (list, tuple, set, frozenset)):
+            return [self.convert(v, d) for v in value]
+        if isinstance(value, BaseException):
+            return error_to_dict(value)
+        if attrs.has(type(value)):
+            out: dict[str, Any] = {"type": type(value).__name__}
+            for f in attrs.fields(type(value)):
+                out[f.name] = self.convert(getattr(value, f.name, None), d)
+            return out
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
+            out = {"type": type(value).__name__}
+            for df in dataclasses.fields(value):
+                out[df.name] = self.convert(getattr(value, df.name, None), d)
+            return out
+        to_dict = getattr(type(value), "to_dict", None)
+        if callable(to_dict):
+            try:
+                return self.convert(to_dict(value), d)
+            except Exception:
+                pass
+        return safe_repr(value)
 
 
 @attrs.frozen
@@ -80,6 +117,10 @@ class Record:
 
     seq: int
     at: float
+    #: the session's id, or None for a supervisor opened without one.
+    session_id: str | None = attrs.field(default=None, kw_only=True)
+    #: wall-clock time (Unix seconds) when the record was made, beside ``at`` (trio clock).
+    wall: float = attrs.field(default=0.0, kw_only=True)
 
     #: who the record is about: ``"task"``, ``"handler"`` or ``"session"``.
     source: ClassVar[str] = "session"
@@ -92,8 +133,9 @@ class Record:
             "task": None,
             "task_id": None,
         }
+        conv = _Converter()
         for f in attrs.fields(type(self)):
-            out[f.name] = jsonable(getattr(self, f.name))
+            out[f.name] = conv.convert(getattr(self, f.name), 0)
         return out
 
 
@@ -114,6 +156,18 @@ class TaskStarted(TaskRecord):
     interruptible: bool
     timeout: float | None
     flavor: str
+
+
+@attrs.frozen
+class TaskQueued(TaskRecord):
+    """The task was created while its supervisor's ``limit`` of running tasks was reached: it
+    waits (``TaskState.PENDING``) and its ``TaskStarted`` follows when it starts. Issued by
+    ``create_task`` itself, as the task's first record."""
+
+    interruptible: bool
+    timeout: float | None
+    flavor: str
+    limit: int
 
 
 @attrs.frozen
@@ -141,29 +195,43 @@ class TaskFailed(TaskRecord):
 class TaskCancelled(TaskRecord):
     """Terminal: the task was cancelled before it finished.
 
-    ``reason``: ``"cancel_task"``, ``"interrupted"``, ``"cancel_all"`` or ``"closed"``.
+    ``reason``: ``"cancel_task"``, ``"interrupted"``, ``"cancel_all"``, ``"closed"`` or
+    ``"replaced"`` (a task of the same name replaced it). ``origin`` says who asked when that is
+    known (``"handler"``, ``"task:NAME"``, ``"input:TextEvent"``, ``"debugger"``...).
+    ``result`` keeps what the task returned (or yielded) after the cancel was delivered, if
+    anything: such a value is never forwarded as an output, but it is not lost either.
     """
 
     reason: str
+    origin: str | None = None
+    result: Any = None
 
 
 @attrs.frozen
 class TaskTimedOut(TaskRecord):
-    """Terminal: the task ran past ``timeout`` seconds and was cancelled."""
+    """Terminal: the task ran past its deadline and was cancelled.
 
-    timeout: float
+    ``timeout`` is the task's timeout in seconds (None when only a deadline set on the handle
+    expired); ``result`` is as for :class:`TaskCancelled`.
+    """
+
+    timeout: float | None
+    result: Any = None
 
 
 @attrs.frozen
 class TaskStuck(TaskRecord):
     """Not terminal: the task was cancelled at ``since`` (``reason``) and is still running.
 
-    Issued once per task, after it has ignored the cancel for the supervisor's
-    ``stuck_after`` grace time. Its terminal record still follows if it ever ends.
+    Issued after the task has ignored the cancel for the supervisor's ``stuck_after`` grace
+    time, and again every ``stuck_after`` seconds while it goes on (asyncio code is cancelled
+    again each time: a swallowed ``CancelledError`` gets another one). ``count`` numbers the
+    reports. Its terminal record still follows if it ever ends.
     """
 
     reason: str
     since: float
+    count: int = 1
 
 
 TERMINAL_RECORDS: tuple[type[TaskRecord], ...] = (

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import weakref
 from collections import deque
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 import trio
 from trio.lowlevel import ParkingLot, cancel_shielded_checkpoint, checkpoint_if_cancelled
@@ -41,6 +42,7 @@ class RecordStream(Generic[T]):
         "_closed",
         "_gets",
         "_low_water",
+        "_owner",
         "_puts",
         "_reader_lot",
         "_writer_lot",
@@ -60,6 +62,27 @@ class RecordStream(Generic[T]):
         self._writer_lot = ParkingLot()
         self._puts = 0
         self._gets = 0
+        self._owner: weakref.ref[Any] | None = None
+
+    def claim(self, reader: Any) -> None:
+        """Make ``reader`` the stream's one reader, or raise :class:`StreamBusyError` if
+        another reader, still alive and not finished, holds it."""
+        owner = self._owner
+        if owner is not None:
+            current = owner()
+            if current is reader:
+                return
+            if current is not None:
+                raise StreamBusyError(
+                    "this stream already has a reader (an events() iterator still in use); "
+                    "it has one reader at a time: read it from one place and fan out from there"
+                )
+        self._owner = weakref.ref(reader)
+
+    def release(self, reader: Any) -> None:
+        """``reader`` is done (the stream ended): another may claim it."""
+        if self._owner is not None and self._owner() is reader:
+            self._owner = None
 
     def __len__(self) -> int:
         return len(self._buf)

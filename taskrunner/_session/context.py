@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
-from typing import Any
+from typing import Any, Literal
 
 import attrs
 import trio
@@ -125,18 +125,23 @@ class Context:
         handler: TaskHandler,
         name: str | None = None,
         interruptible: bool = False,
-        timeout: float | None = 30,
+        timeout: float | Literal["default"] | None = "default",
         *,
         flavor: Flavor | None = None,
     ) -> TaskHandle:
         """Start a background task; see :meth:`taskrunner.Supervisor.create_task`.
 
-        The task sees this context through :func:`current_context`, and the flavour defaults
-        to the session's (asyncio unless the session said otherwise).
+        As in the seeds' runtime, a name held by a running task replaces that task (it is
+        cancelled with reason ``"replaced"``). ``timeout`` defaults to the session's
+        ``default_timeout`` (30 s). The task sees this context through
+        :func:`current_context`, and the flavour defaults to the session's (asyncio unless
+        the session said otherwise).
         """
         token = _current_context.set(self)
         try:
-            return self._sup.create_task(handler, name, interruptible, timeout, flavor=flavor)
+            return self._sup.create_task(
+                handler, name, interruptible, timeout, flavor=flavor, on_duplicate="replace"
+            )
         finally:
             _current_context.reset(token)
 
@@ -146,7 +151,9 @@ class Context:
 
     def cancel_interruptible_tasks(self) -> int:
         """Cancel the interruptible tasks (reason ``"interrupted"``), as a user barge-in does."""
-        return self._on_interrupt()
+        task = current_task()
+        origin = f"task:{task.name}" if task is not None and task._sup is self._sup else "handler"
+        return self._sup.cancel_interruptible_tasks(origin=origin)
 
     def cancel_all_tasks(self) -> int:
         """Cancel every task but the calling one (reason ``"cancel_all"``)."""
@@ -156,9 +163,11 @@ class Context:
         """True while any task of the session is still running."""
         return self._sup.has_unfinished_tasks()
 
-    async def wait_for_all_tasks(self, timeout: float | None = None) -> bool:
-        """Wait until every task (but the calling one) has ended; False if ``timeout`` passed."""
-        return await self._sup.wait_for_all_tasks(timeout)
+    def wait_for_all_tasks(self, timeout: float | None = None) -> Awaitable[bool]:
+        """Wait until every task (but the calling one) has ended; False if ``timeout`` passed.
+
+        Works from trio and asyncio code alike; cancelling the wait affects no task."""
+        return self._sup.wait_for_all_tasks(timeout)
 
     # ------------------------------------------------------------------ inspecting
 

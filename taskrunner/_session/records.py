@@ -8,14 +8,14 @@ import attrs
 
 from .._core.records import Record
 
-__all__ = ["HandlerFailed", "HandlerOutput", "SessionEnded", "SessionStarted"]
+__all__ = ["HandlerFailed", "HandlerOutput", "InputReceived", "SessionEnded", "SessionStarted"]
 
 
 @attrs.frozen
 class SessionStarted(Record):
-    """The session opened; always the first record of its stream."""
+    """The session opened; always the first record of its stream (``session_id`` is every
+    record's)."""
 
-    session_id: str
     agent_id: str
     environment: str
 
@@ -24,7 +24,15 @@ class SessionStarted(Record):
 class SessionEnded(Record):
     """The session closed: every task has ended. Always the last record of its stream."""
 
-    session_id: str
+
+@attrs.frozen
+class InputReceived(Record):
+    """The session accepted the input ``event`` (a user turn, a timeout, the stop...).
+
+    Issued when ``send`` has queued it, before any interruption it causes, so every user turn
+    shows in the stream even when the handler answers nothing."""
+
+    event: Any
 
 
 @attrs.frozen

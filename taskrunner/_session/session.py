@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
 import inspect
 import logging
+import math
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import aclosing, asynccontextmanager
 from functools import partial
 from typing import Any, Protocol, TypeAlias
@@ -14,20 +14,21 @@ from typing import Any, Protocol, TypeAlias
 import trio
 from trio.lowlevel import ParkingLot
 
+from .._core._checks import check_count, check_flavor, check_seconds, flavor_misuse, safe_repr
+from .._core._flavored import flavored
+from .._core._limiter import Limiter
 from .._core.errors import SessionClosedError
 from .._core.records import Record
 from .._core.supervisor import (
     Flavor,
+    Lifecycle,
     RecordSink,
     Supervisor,
-    _check_flavor,
-    _check_timeout,
-    flavor_misuse,
     open_supervisor,
 )
 from .agent_events import Event, StopEvent, TextEvent
 from .context import Context, _current_context
-from .records import HandlerFailed, HandlerOutput, SessionEnded, SessionStarted
+from .records import HandlerFailed, HandlerOutput, InputReceived, SessionEnded, SessionStarted
 
 __all__ = ["AgentHandler", "Session", "open_session"]
 
@@ -76,7 +77,9 @@ def _check_handler(handler: object) -> bool:
 class Session:
     """One running conversation, made by :func:`open_session`.
 
-    Send input with :meth:`send`; read the one output stream with :meth:`events`.
+    Send input with :meth:`send`; read the one output stream with :meth:`events`. Its
+    ``state`` is ``Lifecycle.OPEN`` until a :class:`StopEvent` is accepted, ``STOPPING``
+    while the stop sequence runs, ``CLOSED`` once every task has ended.
     """
 
     def __init__(
@@ -98,15 +101,16 @@ class Session:
         self._interrupt_on = interrupt_on
         self._stop_grace = stop_grace
         self._inbox_send, self._inbox_recv = trio.open_memory_channel[Event](max_pending_inputs)
-        self._stopping = False
+        self.state = Lifecycle.OPEN
         self._pending = 0
         self._idle_lot = ParkingLot()
         self._done = trio.Event()
         self._scope = trio.CancelScope()
 
     def __repr__(self) -> str:
-        state = "stopping" if self._stopping else "open"
-        return f"<Session {self.session_id!r} {state} pending_inputs={self._pending}>"
+        return (
+            f"<Session {self.session_id!r} {self.state.value} pending_inputs={self._pending}>"
+        )
 
     @property
     def session_id(self) -> str:
@@ -120,62 +124,92 @@ class Session:
 
     # ------------------------------------------------------------------ input
 
-    async def send(self, event: Event) -> None:
+    def send(self, event: Event) -> Awaitable[None]:
         """Deliver an input event; the handler takes inputs one at a time, in order.
 
-        An event of an ``interrupt_on`` type (by default :class:`TextEvent`) cancels the
-        interruptible tasks as soon as it is sent, even while the handler is still answering an
-        earlier input. After a :class:`StopEvent` the session ends and ``send`` raises
+        Works from trio and from asyncio code. The input is recorded (``InputReceived``) once
+        queued; an event of an ``interrupt_on`` type (by default :class:`TextEvent`) then
+        cancels the interruptible tasks at once, even while the handler is still answering an
+        earlier input. Waits only while ``max_pending_inputs`` inputs are queued; if that wait
+        is cancelled, nothing happened (the input is not queued, a StopEvent does not stop).
+        Once a :class:`StopEvent` has been accepted, ``send`` raises
         :class:`SessionClosedError` (a ``RuntimeError``).
         """
         if not isinstance(event, Event):
             raise TypeError(
                 f"send() takes an input event (StartEvent, TextEvent, TimeoutEvent, StopEvent, "
-                f"CustomEvent...), got {type(event).__name__}: {event!r:.80}"
+                f"CustomEvent...), got {type(event).__name__}: {safe_repr(event, 80)}"
             )
-        if self._stopping:
+        self._check_open(event)
+        return flavored(self._send, event)
+
+    def _check_open(self, event: Event) -> None:
+        if self.state is not Lifecycle.OPEN:
             raise SessionClosedError(
-                f"session {self.session_id!r} has received a StopEvent and takes no more "
-                f"input; send() after it is refused ({type(event).__name__})"
+                f"session {self.session_id!r} is {self.state.value} (it has received a "
+                f"StopEvent) and takes no more input; send({type(event).__name__}) is refused"
             )
-        if isinstance(event, self._interrupt_on):
-            self.interrupt()
-        if isinstance(event, StopEvent):
-            self._stopping = True
+
+    async def _send(self, event: Event) -> None:
+        self._check_open(event)
+        stopping = isinstance(event, StopEvent)
+        if stopping:
+            self.state = Lifecycle.STOPPING  # reserved now; rolled back if the wait is cancelled
         self._pending += 1
         try:
-            await self._inbox_send.send(event)
+            try:
+                self._inbox_send.send_nowait(event)
+            except trio.WouldBlock:
+                await self._inbox_send.send(event)
         except BaseException:
             self._pending -= 1
+            if stopping and self.state is Lifecycle.STOPPING:
+                self.state = Lifecycle.OPEN
+            if self._pending == 0 and self._idle_lot:
+                self._idle_lot.unpark_all()
             raise
-        if self._stopping:
-            self._inbox_send.close()
+        sup = self._sup
+        at = trio.current_time()
+        sup.emit(InputReceived(sup.next_seq(), at, event, **sup.stamp(at)))
+        if isinstance(event, self._interrupt_on):
+            self._interrupt(f"input:{type(event).__name__}")
 
-    def interrupt(self) -> int:
+    def interrupt(self, *, origin: str | None = None) -> int:
         """Cancel the interruptible tasks now (reason ``"interrupted"``); how many were hit."""
-        return self._sup.cancel_interruptible_tasks()
+        return self._interrupt(origin or "interrupt")
 
-    def cancel_task(self, name: str) -> bool:
+    def _interrupt(self, origin: str) -> int:
+        return self._sup.cancel_interruptible_tasks(origin=origin)
+
+    def cancel_task(self, name: str, *, origin: str | None = None) -> bool:
         """Cancel the unfinished task ``name`` (reason ``"cancel_task"``); False if none."""
-        return self._sup.cancel_task(name)
+        return self._sup.cancel_task(name, origin=origin or "session")
 
-    async def wait_until_handled(self) -> None:
-        """Return once every input sent so far has been handled by the handler."""
+    def wait_until_handled(self) -> Awaitable[None]:
+        """Return once every input sent so far has been handled (from trio or asyncio)."""
+        return flavored(self._wait_until_handled)
+
+    async def _wait_until_handled(self) -> None:
         while self._pending:
             await self._idle_lot.park()
         await trio.lowlevel.checkpoint()
 
-    async def stop(self) -> None:
-        """Send a :class:`StopEvent` (unless one was sent) and wait until the session has ended
-        its tasks. Leaving the ``open_session`` block does this."""
-        if not self._stopping:
-            await self.send(StopEvent())
+    def stop(self) -> Awaitable[None]:
+        """Send a :class:`StopEvent` (unless one was accepted) and wait until the session has
+        ended its tasks (from trio or asyncio). Leaving the ``open_session`` block does this.
+        The stop sequence runs once, whoever asks."""
+        return flavored(self._stop)
+
+    async def _stop(self) -> None:
+        if self.state is Lifecycle.OPEN:
+            await self._send(StopEvent())
         await self._done.wait()
 
     def events(self) -> AsyncIterator[Record]:
-        """The session's one output stream, in order: ``SessionStarted``, ``HandlerOutput``,
-        ``HandlerFailed``, every task record, and last ``SessionEnded``. One reader at a time;
-        see :meth:`taskrunner.Supervisor.events` for what happens when nobody reads."""
+        """The session's one output stream, in order: ``SessionStarted``, ``InputReceived``,
+        ``HandlerOutput``, ``HandlerFailed``, every task record, and last ``SessionEnded``.
+        One reader at a time; see :meth:`taskrunner.Supervisor.events` for what happens when
+        nobody reads."""
         return self._sup.events()
 
     # ------------------------------------------------------------------ the handler
@@ -192,9 +226,12 @@ class Session:
                         if self._pending == 0 and self._idle_lot:
                             self._idle_lot.unpark_all()
                     if isinstance(event, StopEvent):
-                        await self._end_tasks()
                         break
+            if not self._scope.cancelled_caught:
+                await self._end_tasks()
         finally:
+            self.state = Lifecycle.CLOSED
+            self._inbox_send.close()
             self._done.set()
             self._idle_lot.unpark_all()
 
@@ -205,56 +242,71 @@ class Session:
                 if self._is_gen:
                     async with aclosing(self._handler(event, self.context)) as agen:
                         async for out in agen:
-                            await sup.emit_with_backpressure(
-                                partial(_handler_output, out=out, input=event)
-                            )
+                            maker = partial(self._output, out=out, input=event)
+                            if sup.offer(maker):
+                                await sup.after_output()
+                            else:
+                                await sup.put(maker)
                 else:
                     await self._handler(event, self.context)
             else:
-                bridge = sup.asyncio_bridge()
+                from .._adapters.aio import run_coroutine, run_generator
+
                 if self._is_gen:
-                    await bridge.run_generator(
-                        sup, self._handler(event, self.context), partial(self._output, input=event)
+                    await run_generator(
+                        sup,
+                        self._handler(event, self.context),
+                        lambda out: partial(self._output, out=out, input=event),
                     )
                 else:
-                    await bridge.run_coroutine(self._handler(event, self.context))
-        except Exception as exc:
-            self._failed(exc, event)
-        except asyncio.CancelledError as exc:  # asyncio code cancelled itself
+                    await run_coroutine(self._handler(event, self.context))
+        except trio.Cancelled:
+            raise
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except BaseException as exc:  # the handler's failure; the session goes on
             self._failed(exc, event)
 
-    def _output(self, out: Any, input: Event) -> None:
-        sup = self._sup
-        sup.emit(HandlerOutput(sup.next_seq(), trio.current_time(), out, input))
+    def _output(self, seq: int, at: float, *, out: Any, input: Event) -> HandlerOutput:
+        return HandlerOutput(seq, at, out, input, **self._sup.stamp(at))
 
     def _failed(self, exc: BaseException, input: Event) -> None:
         exc = flavor_misuse(exc, self._flavor, "the handler", "open_session") or exc
-        logger.error(
-            "session %r: the handler failed on %s",
-            self.session_id,
-            type(input).__name__,
-            exc_info=exc,
-        )
+        try:
+            logger.error(
+                "session %r: the handler failed on %s",
+                self.session_id,
+                type(input).__name__,
+                exc_info=exc,
+            )
+        except Exception:
+            pass
         sup = self._sup
-        sup.emit(HandlerFailed(sup.next_seq(), trio.current_time(), exc, input))
+        at = trio.current_time()
+        sup.emit(HandlerFailed(sup.next_seq(), at, exc, input, **sup.stamp(at)))
 
     async def _end_tasks(self) -> None:
-        """The stop sequence: interruptible tasks at once, the others after ``stop_grace``."""
+        """The stop sequence, run once: interruptible tasks at once, the others after
+        ``stop_grace`` (tasks they start meanwhile included), then nothing may start."""
         sup = self._sup
-        sup.cancel_where(lambda h: h.interruptible, "closed")
+        sup.begin_stop()
+        sup.cancel_where(lambda h: h.interruptible, "closed", "stop")
         if self._stop_grace > 0:
-            await sup.wait_for_all_tasks(self._stop_grace)
-        sup.cancel_where(lambda h: True, "closed")
-        await sup.wait_for_all_tasks()
+            await sup._wait_for_all(self._stop_grace, 0)
+        sup.close_to_new_tasks()
+        sup.cancel_where(lambda h: True, "closed", "stop")
+        await sup._wait_for_all(None, 0)
 
     def _abort(self) -> None:
-        self._stopping = True
+        self.state = Lifecycle.CLOSED
         self._inbox_send.close()
         self._scope.cancel()
+        self._sup.close_to_new_tasks()
 
     def _emit_ended(self) -> None:
         sup = self._sup
-        sup.emit(SessionEnded(sup.next_seq(), trio.current_time(), self.session_id))
+        at = trio.current_time()
+        sup.emit(SessionEnded(sup.next_seq(), at, **sup.stamp(at)))
 
 
 def _publisher(hub: RecordHub, session_id: str, then: RecordSink | None) -> RecordSink:
@@ -264,10 +316,6 @@ def _publisher(hub: RecordHub, session_id: str, then: RecordSink | None) -> Reco
             then(record)
 
     return publish
-
-
-def _handler_output(seq: int, at: float, *, out: Any, input: Event) -> HandlerOutput:
-    return HandlerOutput(seq, at, out, input)
 
 
 @asynccontextmanager
@@ -288,6 +336,9 @@ async def open_session(
     stuck_after: float | None = 10.0,
     on_record: RecordSink | None = None,
     hub: RecordHub | None = None,
+    default_timeout: float | None = 30,
+    limit: int | Limiter | None = None,
+    pending_limit: int | None = None,
 ) -> AsyncIterator[Session]:
     """Run one agent session for the duration of the block.
 
@@ -302,12 +353,14 @@ async def open_session(
     already sent are handled first). If the block raises, the handler is cancelled, the tasks
     are cancelled (``"closed"``) and the exception propagates unchanged.
     ``max_buffer``, ``history``, ``stuck_after`` and ``on_record`` are as for
-    :func:`taskrunner.open_supervisor`. With ``hub`` (a ``taskrunner.tools.hub.Hub``), the
-    session registers itself (so the debugger can cancel its tasks and interrupt it) and
-    publishes every record there as it is appended.
+    :func:`taskrunner.open_supervisor`, and so are ``default_timeout``, ``limit`` and
+    ``pending_limit``. Every record carries the session id. In the Context a task created with
+    the name of a running task replaces it (reason ``"replaced"``). With ``hub`` (a
+    ``taskrunner.tools.hub.Hub``), the session registers itself (so the debugger can cancel
+    its tasks and interrupt it) and publishes every record there as it is appended.
     """
     is_gen = _check_handler(handler)
-    flavor = _check_flavor(flavor)
+    flavor = check_flavor(flavor)
     if session_id is None:
         session_id = f"session-{uuid.uuid4().hex[:12]}"
     for name, value in (
@@ -328,18 +381,10 @@ async def open_session(
             f"interrupt_on must be a tuple of Event classes (e.g. (TextEvent,)), "
             f"got {interrupt_on!r}"
         )
-    if stop_grace is None or stop_grace != 0:
-        grace = _check_timeout(stop_grace, "stop_grace")
-        if grace is None:
-            raise TypeError("stop_grace must be a number of seconds >= 0, got None")
-    else:
-        grace = 0.0
-    if (
-        isinstance(max_pending_inputs, bool)
-        or not isinstance(max_pending_inputs, int)
-        or (max_pending_inputs < 1)
-    ):
-        raise ValueError(f"max_pending_inputs must be a positive int, got {max_pending_inputs!r}")
+    grace = check_seconds(stop_grace, "stop_grace")
+    if math.isinf(grace):
+        raise ValueError("stop_grace must be a finite number of seconds >= 0, got inf")
+    check_count(max_pending_inputs, "max_pending_inputs")
     if hub is not None:
         on_record = _publisher(hub, session_id, on_record)
     async with open_supervisor(
@@ -348,6 +393,10 @@ async def open_session(
         history=history,
         stuck_after=stuck_after,
         on_record=on_record,
+        default_timeout=default_timeout,
+        limit=limit,
+        pending_limit=pending_limit,
+        session_id=session_id,
     ) as sup:
         session: Session | None = None
 
@@ -372,8 +421,11 @@ async def open_session(
         if hub is not None:
             hub.register(session_id, session)
             sup.call_before_close(partial(hub.unregister_control, session_id))
+        at = trio.current_time()
         sup.emit(
-            SessionStarted(sup.next_seq(), trio.current_time(), session_id, agent_id, environment)
+            SessionStarted(
+                sup.next_seq(), at, agent_id, environment, **sup.stamp(at)
+            )
         )
         sup.start_job(session._dispatch, name=f"taskrunner.session:{session_id}")
         try:
@@ -381,4 +433,4 @@ async def open_session(
         except BaseException:
             session._abort()
             raise
-        await session.stop()
+        await session._stop()

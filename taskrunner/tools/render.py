@@ -11,6 +11,7 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
+from .._core._checks import safe_repr
 from .._core.handle import TaskInfo
 from .._core.records import (
     Record,
@@ -85,15 +86,17 @@ class TerminalRenderer:
         elif isinstance(record, HandlerFailed):
             self.console.print(
                 f"[dim]{when}[/dim] [red]handler failed on {type(record.input).__name__}: "
-                f"{escape(repr(record.error))}[/red]"
+                f"{escape(safe_repr(record.error))}[/red]"
             )
             self.console.print(Text(_indent(_traceback(record.error)), style="red dim"))
         elif isinstance(record, SessionStarted):
             self.console.print(
-                f"[dim]{when}[/dim] [bold]session {escape(record.session_id)} started"
+                f"[dim]{when}[/dim] [bold]session {escape(record.session_id or '')} started"
             )
         elif isinstance(record, SessionEnded):
-            self.console.print(f"[dim]{when}[/dim] [bold]session {escape(record.session_id)} ended")
+            self.console.print(
+                f"[dim]{when}[/dim] [bold]session {escape(record.session_id or '')} ended"
+            )
         else:
             self.console.print(f"[dim]{when}[/dim] {escape(repr(record))}")
 

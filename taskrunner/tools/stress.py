@@ -277,7 +277,7 @@ async def _run_session(
                         affected: list[TaskHandle] = [
                             h
                             for h in (sup.get_task(i.name) for i in sup.snapshot())
-                            if h is not None and h.interruptible and not h.done
+                            if isinstance(h, TaskHandle) and h.interruptible and not h.done
                         ]
                         if not affected:
                             continue
