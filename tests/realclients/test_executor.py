@@ -3,6 +3,8 @@
 
 The thread cannot be stopped, but the task must not wait for it: it ends CANCELLED at once
 (the thread's late result is dropped), and no ``TaskStuck`` blames the task's code.
+Before the core rework (2c9c2cb) the task waited for the thread, ended FINISHED, and a
+``TaskStuck`` blamed it.
 """
 
 from __future__ import annotations
@@ -20,11 +22,6 @@ from taskrunner.events import CustomEvent, Event, TaskCancelled, TaskStuck
 from .support import assert_no_lost_errors, open_run
 
 
-@pytest.mark.xfail(
-    reason="issue 8 finding 4: the interrupt is lost while the task awaits executor work: "
-    "the task waits for the thread, ends FINISHED, and a TaskStuck blames it",
-    strict=True,
-)
 @pytest.mark.parametrize(
     ("how", "cancel"),
     [("to_thread", "interrupt"), ("run_in_executor", "interrupt"), ("to_thread", "cancel_task")],

@@ -22,15 +22,8 @@ from taskrunner.events import CustomEvent, Event, TaskCancelled, TaskFinished
 
 from .support import Run, open_run
 
-pytestmark = [
-    pytest.mark.loop_errors_expected,
-    pytest.mark.xfail(
-        reason="issue 8 finding 3: an error asyncio reports through the loop's exception "
-        "handler is raised in trio-asyncio's loop task (TrioInternalError, every session "
-        "dies) instead of being logged on the taskrunner logger",
-        strict=True,
-    ),
-]
+# Failed before the core rework (2c9c2cb): TrioInternalError, every session of the run died.
+pytestmark = pytest.mark.loop_errors_expected
 
 
 async def fire_and_forget_task(target: str, seen: Callable[[], bool]) -> None:

@@ -54,24 +54,9 @@ _HTTPCORE_RACE = (
 #: Failures expected on today's main: (test, kit or None, flavour or None, strict, reason).
 #: When a finding's fix lands its strict entries XPASS and fail: remove them then.
 KNOWN_FAILURES: list[tuple[str, str | None, str | None, bool, str]] = [
-    (
-        "test_client_shared_by_sessions_one_after_another",
-        None,
-        "asyncio",
-        True,
-        "issue 8 finding 5: the shared asyncio loop closes with its last session, so a "
-        "client made in one session fails in the next ('Event loop is closed', 'attached "
-        "to a different loop')",
-    ),
-    (
-        "test_client_made_on_the_application_loop",
-        None,
-        "asyncio",
-        True,
-        "issue 8 finding 5: a loop the application opened with trio_asyncio.open_loop() is "
-        "not adopted: the sessions open their own, and the client fails there ('no running "
-        "event loop', 'Event loop is closed', 'different loop')",
-    ),
+    # Fixed by the core rework (2c9c2cb), strict xfails before it: every asyncio case of
+    # test_client_shared_by_sessions_one_after_another and
+    # test_client_made_on_the_application_loop (issue 8 finding 5).
     (_STORM, "httpx", None, False, _HTTPCORE_RACE),
 ]
 
@@ -198,7 +183,8 @@ async def test_client_shared_by_sessions_one_after_another(
     case: tuple[Kit, str, str, str], loop_log: list[logging.LogRecord]
 ) -> None:
     """A client made in one session is used by the next one (the long-lived SDK client
-    agents keep in a module or an app object)."""
+    agents keep in a module or an app object). Issue 8 finding 5: failed in every asyncio
+    case before the core rework ("Event loop is closed", "attached to a different loop")."""
     kit, flavor, target, _ = case
     first = Agent(kit, target)
     async with open_run(first.handler, flavor=flavor) as run:
@@ -221,7 +207,9 @@ async def test_client_made_on_the_application_loop(
     case: tuple[Kit, str, str, str], loop_log: list[logging.LogRecord]
 ) -> None:
     """The application opened its own trio-asyncio loop and made its client there, before
-    any session: the sessions' asyncio code runs on that loop and uses the client."""
+    any session: the sessions' asyncio code runs on that loop and uses the client. Issue 8
+    finding 5: failed in every asyncio case before the core rework ("no running event loop",
+    "Event loop is closed")."""
     kit, flavor, target, _ = case
     if flavor != "asyncio":
         pytest.skip("an asyncio loop of the application's: asyncio flavour only")
