@@ -80,13 +80,13 @@ class HttpxKit(Kit):
     name = "httpx"
     flavors = ("asyncio", "trio")
     # httpx's response iterators nest async generators (aiter_lines > aiter_text >
-    # aiter_bytes > aiter_raw > the pool's stream) and close only the outer one when the
-    # consumer stops early; trio's finalizer then warns about the inner ones. Upstream
-    # hygiene, harmless (trio closes them); only those exact generators are allowed.
+    # aiter_bytes > aiter_raw > the client's, the transport's, the pool's and the
+    # connection's streams) and close only the outer one when the consumer stops early;
+    # trio's finalizer then warns about the inner ones. Upstream hygiene, harmless (trio
+    # closes them); only generators of httpx/httpcore (and the 2 forks) are allowed.
     trio_warning_filters = (
-        r"ignore:Async generator 'httpx2?\._models\.Response\.aiter_:ResourceWarning",
-        r"ignore:Async generator 'httpcore2?\._async\.connection_pool\.PoolByteStream"
-        r"\.__aiter__:ResourceWarning",
+        r"ignore:Async generator 'httpx2?\.:ResourceWarning",
+        r"ignore:Async generator 'httpcore2?\.:ResourceWarning",
     )
 
     async def open(self, target: str) -> Any:
