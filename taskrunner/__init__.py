@@ -3,6 +3,7 @@
 The public API is what this module exports; record classes live in :mod:`taskrunner.events`.
 """
 
+from ._core._limiter import Limiter
 from ._core.errors import (
     DuplicateTaskNameError,
     FlavorError,
@@ -10,6 +11,7 @@ from ._core.errors import (
     StreamBusyError,
     SupervisorClosedError,
     TaskCancelledError,
+    TaskLimitError,
     TaskRunnerError,
     TaskTimeoutError,
     WrongContextError,
@@ -17,12 +19,15 @@ from ._core.errors import (
 from ._core.handle import TaskHandle, TaskInfo, TaskState
 from ._core.supervisor import (
     Flavor,
+    Lifecycle,
     Supervisor,
     TaskHandler,
     current_task,
     open_supervisor,
     uninterruptible,
 )
+from ._runtime import asyncio_loop, run_in_asyncio
+from ._session._vocabulary import MissingExtraError, Vocabulary
 from ._session.context import Context, DataChange, current_context
 from ._session.session import AgentHandler, Session, open_session
 
@@ -33,6 +38,9 @@ __all__ = [
     "DuplicateTaskNameError",
     "Flavor",
     "FlavorError",
+    "Lifecycle",
+    "Limiter",
+    "MissingExtraError",
     "Session",
     "SessionClosedError",
     "StreamBusyError",
@@ -42,13 +50,17 @@ __all__ = [
     "TaskHandle",
     "TaskHandler",
     "TaskInfo",
+    "TaskLimitError",
     "TaskRunnerError",
     "TaskState",
     "TaskTimeoutError",
+    "Vocabulary",
     "WrongContextError",
+    "asyncio_loop",
     "current_context",
     "current_task",
     "open_session",
     "open_supervisor",
+    "run_in_asyncio",
     "uninterruptible",
 ]

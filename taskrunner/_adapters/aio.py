@@ -18,7 +18,7 @@ import outcome
 import trio
 
 from .._core._checks import safe_repr
-from .._core.supervisor import APPENDED, FULL
+from .._core._task_context import APPENDED, FULL
 
 
 def _import_trio_asyncio() -> Any:
@@ -277,6 +277,10 @@ async def _await_asyncio(loop: Any, coro: Awaitable[Any], handle: TaskHandle | N
     finally:
         if handle is not None:
             handle._aio_task = None
+        # Cancelled before its first step: asyncio never started the coroutine. Close it, so
+        # Python does not warn that it was never awaited.
+        if inspect.iscoroutine(coro) and inspect.getcoroutinestate(coro) == "CORO_CREATED":
+            coro.close()
     if isinstance(result, _Escape):
         raise result.exc
     return result

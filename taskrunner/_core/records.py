@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import traceback
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 import attrs
@@ -25,9 +26,21 @@ __all__ = [
     "TaskTimedOut",
     "error_to_dict",
     "jsonable",
+    "register_json_converter",
 ]
 
 _MAX_DEPTH = 20
+
+# Converters for classes of optional packages (e.g. the primfunctions events), registered by
+# the code that loads them; consulted by ``jsonable`` before its ``repr`` fallback.
+_converters: list[tuple[type, Callable[[Any], Any]]] = []
+
+
+def register_json_converter(cls: type, convert: Callable[[Any], Any]) -> None:
+    """Have :func:`jsonable` turn instances of ``cls`` into ``convert(value)`` (then made
+    JSON-safe itself). Registering the same class again replaces its converter."""
+    _converters[:] = [(c, f) for c, f in _converters if c is not cls]
+    _converters.append((cls, convert))
 
 
 def error_to_dict(exc: BaseException) -> dict[str, str]:
@@ -98,6 +111,12 @@ class _Converter:
             for df in dataclasses.fields(value):
                 out[df.name] = self.convert(getattr(value, df.name, None), d)
             return out
+        for cls, convert in _converters:
+            if isinstance(value, cls):
+                try:
+                    return self.convert(convert(value), d)
+                except Exception:
+                    return safe_repr(value)
         to_dict = getattr(type(value), "to_dict", None)
         if callable(to_dict):
             try:

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import enum
 import logging
 import math
 import time
 from collections import deque
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Coroutine, Iterator
-from contextlib import asynccontextmanager, contextmanager
-from contextvars import ContextVar
-from typing import Any, Literal, Protocol, TypeAlias
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Coroutine
+from contextlib import asynccontextmanager
+from typing import Any, Literal, TypeAlias
 
 import trio
 from trio.lowlevel import ParkingLot
@@ -21,11 +19,23 @@ from ._checks import (
     check_flavor,
     check_timeout,
     coerce_handler,
-    flavor_misuse,
     safe_repr,
 )
 from ._flavored import flavored
 from ._limiter import Limiter
+from ._outlet import RecordSink
+from ._running import TaskRunning, _close_unstarted
+from ._task_context import (
+    APPENDED,
+    FULL,
+    STALE,
+    FlavorRunner,
+    Lifecycle,
+    _claimed,
+    _current_task,
+    current_task,
+    uninterruptible,
+)
 from ._watch import StuckWatch
 from .errors import (
     DuplicateTaskNameError,
@@ -34,23 +44,17 @@ from .errors import (
     WrongContextError,
 )
 from .handle import TaskHandle, TaskInfo, TaskState
-from .records import (
-    Record,
-    TaskCancelled,
-    TaskFailed,
-    TaskFinished,
-    TaskOutput,
-    TaskQueued,
-    TaskStarted,
-    TaskStuck,
-    TaskTimedOut,
-)
+from .records import Record, TaskQueued, TaskStarted
 from .stream import RecordStream
 
 __all__ = [
+    "APPENDED",
+    "FULL",
+    "STALE",
     "Flavor",
     "FlavorRunner",
     "Lifecycle",
+    "RecordSink",
     "Supervisor",
     "TaskHandler",
     "current_task",
@@ -68,106 +72,11 @@ TaskHandler: TypeAlias = (
     | Callable[[], Coroutine[Any, Any, Any]]
     | Callable[[], AsyncGenerator[Any, Any]]
 )
-RecordSink: TypeAlias = Callable[[Record], None]
 OnDuplicate: TypeAlias = Literal["error", "replace"]
 
-_current_task: ContextVar[TaskHandle | None] = ContextVar("taskrunner.current_task", default=None)
-# Coroutine objects handed to create_task that have not started yet (by id): the same object
-# must not become two tasks.
-_claimed: set[int] = set()
-
-#: What :meth:`Supervisor.offer` says about an output.
-APPENDED, FULL, STALE = 0, 1, 2
 
 
-class Lifecycle(enum.Enum):
-    """A supervisor's (or session's) state: ``OPEN`` takes work; ``STOPPING`` finishes the
-    stop sequence (no interruptible task may start; non-interruptible tasks may still start
-    non-interruptible ones, covered by the grace time); ``CLOSED`` refuses everything."""
-
-    OPEN = "open"
-    STOPPING = "stopping"
-    CLOSED = "closed"
-
-
-class FlavorRunner(Protocol):
-    """Runs the body of a task of one flavour inside the task's trio task.
-
-    The trio runner is the supervisor itself; the asyncio runner lives in
-    ``taskrunner._adapters.aio``. A runner forwards generator outputs only through
-    :meth:`Supervisor.offer` / :meth:`Supervisor.put_output`.
-    """
-
-    async def run_task(self, sup: Supervisor, handle: TaskHandle, body: Any, is_gen: bool) -> Any:
-        """Run ``body`` to its end and return its result (None for a generator)."""
-
-    def cancel_again(self, handle: TaskHandle) -> None:
-        """Deliver the task's cancellation once more (its code swallowed the last one)."""
-
-
-def current_task() -> TaskHandle | None:
-    """Return the handle of the supervised task this code runs in, or None outside any task.
-
-    Works in both flavours (asyncio-flavoured tasks see the handle through context variables).
-    """
-    return _current_task.get()
-
-
-@contextmanager
-def uninterruptible() -> Iterator[None]:
-    """Protect a section of a task from interruption.
-
-    Inside the block, ``cancel_interruptible_tasks()`` does not cancel this task: the
-    interruption is remembered and applied when the outermost such block exits (blocks nest),
-    so it is deferred, never lost. ``cancel_task``, ``cancel_all_tasks``, the task's timeout
-    and closing the supervisor are not deferred.
-
-    Raises ``RuntimeError`` when used outside a supervised task.
-    """
-    handle = _current_task.get()
-    if handle is None:
-        raise RuntimeError(
-            "uninterruptible() protects a section of a supervised task; "
-            "it was used outside any task (call it inside a task's code)"
-        )
-    handle._shield_depth += 1
-    try:
-        yield
-    finally:
-        handle._shield_depth -= 1
-        if handle._shield_depth == 0 and handle._pending_interrupt:
-            handle._pending_interrupt = False
-            handle._sup._cancel(handle, "interrupted", handle.cancel_origin)
-
-
-class _RecordIterator:
-    """``async for`` over a supervisor's stream; ends after close once drained.
-
-    Iterating claims the stream: another iterator raises ``StreamBusyError`` at its first
-    ``__anext__``, before it takes any record, until this one is exhausted or collected.
-    """
-
-    __slots__ = ("__weakref__", "_stream")
-
-    def __init__(self, stream: RecordStream[Record]) -> None:
-        self._stream = stream
-
-    def __aiter__(self) -> _RecordIterator:
-        return self
-
-    def __anext__(self) -> Awaitable[Record]:
-        self._stream.claim(self)
-        return flavored(self._next)
-
-    async def _next(self) -> Record:
-        try:
-            return await self._stream.get()
-        except trio.EndOfChannel:
-            self._stream.release(self)
-            raise StopAsyncIteration from None
-
-
-class Supervisor:
+class Supervisor(TaskRunning):
     """Runs named background tasks in one trio nursery. Made by :func:`open_supervisor`.
 
     All methods must be called from the trio run (thread) that opened the supervisor
@@ -222,113 +131,6 @@ class Supervisor:
             f"<Supervisor {self.state.value} tasks={len(self._tasks)} flavor={self._flavor}"
             f"{'' if self.session_id is None else f' session={self.session_id!r}'}>"
         )
-
-    # ------------------------------------------------------------------ records
-
-    def emit(self, record: Record) -> None:
-        """Append ``record`` to the stream without waiting, then call ``on_record``.
-
-        ``record.seq`` must come from :meth:`next_seq` just before, so the stream stays ordered.
-        A failing ``on_record`` is logged and changes nothing else.
-        """
-        self._stream.put_nowait(record)
-        if self._on_record is not None:
-            try:
-                self._on_record(record)
-            except Exception:
-                logger.exception("on_record callback failed on %s", type(record).__name__)
-
-    def next_seq(self) -> int:
-        """Reserve the next sequence number of this stream (for records made outside the core)."""
-        self._seq += 1
-        return self._seq
-
-    def stamp(self, at: float) -> dict[str, Any]:
-        """The keyword arguments every record of this stream carries: session id, wall time."""
-        return {"session_id": self.session_id, "wall": at + self._wall_offset}
-
-    def offer(self, make: Callable[[int, float], Record]) -> bool:
-        """Append ``make(seq, now)`` if the stream has room (True); False when it is full.
-
-        With :meth:`put`, the one implementation of "forward an output with backpressure":
-        a writer that got False awaits :meth:`put` (from asyncio through the adapter).
-        """
-        if not self._stream.has_room():
-            return False
-        self._seq += 1
-        self.emit(make(self._seq, trio.current_time()))
-        return True
-
-    async def put(
-        self,
-        make: Callable[[int, float], Record],
-        wait_for_room: Callable[[], Awaitable[None]] | None = None,
-    ) -> None:
-        """Wait while the stream is full, then append ``make(seq, now)``.
-
-        If cancelled while waiting, the record is still appended, then the cancellation
-        propagates: an output that was yielded is never dropped. ``wait_for_room`` is how the
-        caller's flavour waits for :meth:`wait_for_room` (default: trio's own); this coroutine
-        runs in the flavour of whoever awaits it.
-        """
-        try:
-            await (self._stream.wait_for_room() if wait_for_room is None else wait_for_room())
-        finally:
-            self._seq += 1
-            self.emit(make(self._seq, trio.current_time()))
-
-    async def wait_for_room(self) -> None:
-        """Wait (trio code) until the stream has room for an output."""
-        await self._stream.wait_for_room()
-
-    async def after_output(self) -> None:
-        """The trio checkpoint after a fast-path output (a real one every so many outputs)."""
-        await self._stream.after_put()
-
-    def _output_maker(self, handle: TaskHandle, event: Any) -> Callable[[int, float], Record]:
-        def make(seq: int, at: float) -> Record:
-            handle.outputs += 1
-            return TaskOutput(seq, at, handle.name, handle.id, event, **self.stamp(at))
-
-        return make
-
-    def offer_output(self, handle: TaskHandle, event: Any) -> int:
-        """Forward one output of a generator task without waiting: ``APPENDED``, ``FULL``
-        (then await :meth:`put_output`), or ``STALE``: the task's cancel or timeout was
-        delivered before it yielded this, so the value is kept for the terminal record (never
-        forwarded as stale speech) and the generator must stop there."""
-        if handle._cancel_at is not None or handle._scope.cancel_called:
-            handle._detail = event
-            return STALE
-        if not self._stream.has_room():
-            return FULL
-        handle.outputs += 1
-        self._seq += 1
-        at = trio.current_time()
-        self.emit(TaskOutput(self._seq, at, handle.name, handle.id, event, **self.stamp(at)))
-        return APPENDED
-
-    def put_output(
-        self,
-        handle: TaskHandle,
-        event: Any,
-        wait_for_room: Callable[[], Awaitable[None]] | None = None,
-    ) -> Coroutine[Any, Any, None]:
-        """The waiting half of :meth:`offer_output`; see :meth:`put`."""
-        return self.put(self._output_maker(handle, event), wait_for_room)
-
-    def events(self) -> AsyncIterator[Record]:
-        """Iterate over the supervisor's records, in order (from trio or asyncio code).
-
-        One reader at a time: a second iterator raises ``StreamBusyError`` at once, before
-        taking any record. The iteration ends once the supervisor has closed and every record
-        has been read; it can go on after the ``async with`` block has exited.
-
-        When nobody reads: start and end records are kept in memory (they never block), and an
-        async-generator task blocks on its output once ``max_buffer`` records are waiting, until
-        someone reads or the task is cancelled (its pending output is still appended).
-        """
-        return _RecordIterator(self._stream)
 
     # ------------------------------------------------------------------ creating tasks
 
@@ -484,179 +286,6 @@ class Supervisor:
         self._launch(handle, now)
         return handle
 
-    def _launch(self, handle: TaskHandle, now: float) -> None:
-        if handle.timeout is not None and handle._scope.deadline == math.inf:
-            deadline = now + handle.timeout
-            handle._scope.deadline = deadline
-            if self._watch is not None:
-                self._watch.deadline(handle, deadline, handle.timeout)
-        self._nursery.start_soon(self._run, handle, name=handle.name)
-
-    def _start_pending(self, handle: TaskHandle) -> None:
-        """Called by the limiter: a slot is free for the pending ``handle``."""
-        self._pending -= 1
-        now = trio.current_time()
-        handle.state = TaskState.RUNNING
-        handle.started_at = now
-        self._seq += 1
-        self.emit(
-            TaskStarted(
-                self._seq, now, handle.name, handle.id, handle.interruptible, handle.timeout,
-                handle.flavor, **self.stamp(now),
-            )
-        )
-        self._launch(handle, now)
-
-    def _replace(self, old: TaskHandle, caller: TaskHandle | None) -> None:
-        """``old`` loses its name to a new task: it is cancelled ("replaced") and, if it is
-        still running, goes on under a name that says so until it ends."""
-        origin = "handler" if caller is None else f"task:{caller.name}"
-        self._cancel(old, "replaced", origin)
-        if not old.done:
-            del self._tasks[old.name]
-            renamed = f"{old.name}~replaced-{old.id}"
-            self._tasks[renamed] = old
-
-    def _runner(self, handle: TaskHandle) -> FlavorRunner | None:
-        if handle.flavor == "trio":
-            return None
-        if self._aio is None:
-            from .._adapters.aio import AsyncioRunner  # loads trio-asyncio on first use
-
-            self._aio = AsyncioRunner()
-        return self._aio
-
-    async def _run_trio(self, handle: TaskHandle, body: Any, is_gen: bool) -> Any:
-        if not is_gen:
-            return await body
-        stream = self._stream
-        try:
-            async for event in body:
-                status = self.offer_output(handle, event)
-                if status == APPENDED:
-                    await stream.after_put()
-                elif status == FULL:
-                    await self.put(self._output_maker(handle, event))
-                else:  # STALE: stop the generator where it yielded
-                    break
-        finally:
-            await body.aclose()
-        return None
-
-    async def _run(self, handle: TaskHandle) -> None:
-        _current_task.set(handle)
-        body, is_gen = handle._body, handle._is_gen
-        handle._body = None
-        _claimed.discard(id(body))
-        if handle.done:  # cancelled while pending: already ended
-            return
-        if handle._cancel_at is not None or handle._scope.cancel_called:
-            # Cancelled (or timed out) before it ever ran: it does not start at all.
-            if is_gen:
-                await body.aclose()
-            else:
-                body.close()
-            self._end_cancelled(handle)
-            return
-        escalate: BaseException | None = None
-        result: Any = None
-        try:
-            with handle._scope:
-                runner = self._runner(handle)
-                if runner is None:
-                    result = await self._run_trio(handle, body, is_gen)
-                else:
-                    result = await runner.run_task(self, handle, body, is_gen)
-        except trio.Cancelled:
-            # An enclosing scope was cancelled (the supervisor's nursery): closed.
-            self._end(handle, TaskState.CANCELLED, handle.cancel_reason or "closed")
-            raise
-        except (KeyboardInterrupt, SystemExit) as exc:
-            escalate = exc
-            self._end(handle, TaskState.FAILED, exc)
-        except BaseException as exc:
-            # Any other exception (GeneratorExit, asyncio's CancelledError raised by the task
-            # itself, user BaseException subclasses) is this task's failure, nobody else's.
-            misuse = flavor_misuse(exc, handle.flavor, f"task {handle.name!r}", "create_task")
-            self._end(handle, TaskState.FAILED, exc if misuse is None else misuse)
-        else:
-            if is_gen and handle._detail is not None:
-                result = handle._detail  # a stale output kept for the terminal record
-            if handle.cancel_reason is not None or handle._scope.cancel_called:
-                self._end_cancelled(handle, result)
-            else:
-                self._end(handle, TaskState.FINISHED, result)
-        if escalate is not None:
-            raise escalate
-
-    def _end_cancelled(self, handle: TaskHandle, result: Any = None) -> None:
-        if handle.cancel_reason is None and handle.state is not TaskState.PENDING:
-            self._end(handle, TaskState.TIMED_OUT, handle.timeout, result)
-        else:
-            self._end(handle, TaskState.CANCELLED, handle.cancel_reason or "closed", result)
-
-    def _end(self, handle: TaskHandle, state: TaskState, detail: Any, result: Any = None) -> None:
-        """Record that ``handle`` ended; ``detail`` is the result, error, reason or timeout.
-
-        The state changes first, then the waiters are woken, then the record is emitted (and
-        ``on_record`` called), so a failing callback cannot leave a task half-ended.
-        """
-        now = trio.current_time()
-        was_pending = handle.state is TaskState.PENDING
-        handle.state = state
-        handle.ended_at = now
-        name = handle.name
-        tasks = self._tasks
-        if tasks.get(name) is handle:
-            del tasks[name]
-        else:  # a replaced task, running on under another name
-            for key, value in list(tasks.items()):
-                if value is handle:
-                    del tasks[key]
-        if state is TaskState.FINISHED:
-            handle._detail = detail
-        elif state is TaskState.FAILED:
-            handle._detail = detail
-        else:
-            handle._detail = detail
-            if state is TaskState.CANCELLED:
-                handle.cancel_reason = detail
-        if was_pending:
-            self._pending -= 1
-            if self._limiter is not None:
-                self._limiter._forget(handle)
-        elif self._limiter is not None:
-            self._limiter._release()
-        if self._watch is not None:
-            self._watch.ended(handle.timeout is not None, len(tasks))
-        if self._history.maxlen:
-            self._history.append(handle.info())
-        if handle._done is not None:
-            handle._done.set()
-        if self._idle_lot and len(tasks) <= 1:
-            self._idle_lot.unpark_all()
-        self._seq += 1
-        stamp = self.stamp(now)
-        record: Record
-        if state is TaskState.FINISHED:
-            record = TaskFinished(self._seq, now, name, handle.id, detail, **stamp)
-        elif state is TaskState.CANCELLED:
-            record = TaskCancelled(
-                self._seq, now, name, handle.id, detail, handle.cancel_origin, result, **stamp
-            )
-        elif state is TaskState.TIMED_OUT:
-            record = TaskTimedOut(self._seq, now, name, handle.id, detail, result, **stamp)
-            _log(
-                logging.WARNING,
-                "task %r timed out and was cancelled; raise its timeout= in create_task "
-                "(or pass timeout=None) if it needs longer",
-                name,
-            )
-        else:
-            record = TaskFailed(self._seq, now, name, handle.id, detail, **stamp)
-            _log(logging.ERROR, "task %r failed", name, exc=detail)
-        self.emit(record)
-
     # ------------------------------------------------------------------ cancelling
 
     def _cancel(self, handle: TaskHandle, reason: str | None, origin: str | None = None) -> bool:
@@ -667,6 +296,8 @@ class Supervisor:
         if handle.state is TaskState.PENDING:
             handle.cancel_reason = reason or "closed"
             handle.cancel_origin = origin
+            body, handle._body = handle._body, None
+            _close_unstarted(body)
             self._end(handle, TaskState.CANCELLED, handle.cancel_reason)
             return True
         if handle.state is not TaskState.RUNNING:
@@ -820,31 +451,6 @@ class Supervisor:
         """True once the supervisor is stopping or closed (it refuses some or all tasks)."""
         return self.state is not Lifecycle.OPEN
 
-    # ------------------------------------------------------------------ stuck tasks
-
-    def _report_stuck(self, handle: TaskHandle) -> None:
-        assert handle._cancel_at is not None
-        handle._stuck_count += 1
-        reason = handle.cancel_reason or "timed_out"
-        _log(
-            logging.WARNING,
-            "task %r was cancelled (%s) %g s ago and is still running: its code ignores "
-            "cancellation (a swallowed CancelledError, or a shielded section that never ends)",
-            handle.name,
-            reason,
-            trio.current_time() - handle._cancel_at,
-        )
-        if self._aio is not None and handle.flavor == "asyncio":
-            self._aio.cancel_again(handle)
-        self._seq += 1
-        now = trio.current_time()
-        self.emit(
-            TaskStuck(
-                self._seq, now, handle.name, handle.id, reason, handle._cancel_at,
-                handle._stuck_count, **self.stamp(now),
-            )
-        )
-
     # ------------------------------------------------------------------ runtime hooks
 
     def start_job(self, fn: Callable[[], Coroutine[Any, Any, None]], name: str) -> None:
@@ -895,15 +501,6 @@ class Supervisor:
             await self._idle_lot.park()
         if self._watch is not None:
             self._watch.close()
-
-
-def _log(level: int, msg: str, *args: Any, exc: BaseException | None = None) -> None:
-    """Log without ever raising into the supervisor (a broken ``__str__`` stays the log's
-    problem)."""
-    try:
-        logger.log(level, msg, *args, exc_info=exc)
-    except Exception:
-        pass
 
 
 def _check_dup(value: object) -> OnDuplicate:
@@ -1016,3 +613,4 @@ async def open_supervisor(
                 sup._stream.close()
     if body_error is not None:
         raise body_error
+

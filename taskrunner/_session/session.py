@@ -18,7 +18,7 @@ from .._core._checks import check_count, check_flavor, check_seconds, flavor_mis
 from .._core._flavored import flavored
 from .._core._limiter import Limiter
 from .._core.errors import SessionClosedError
-from .._core.records import Record
+from .._core.records import Record, TaskOutput
 from .._core.supervisor import (
     Flavor,
     Lifecycle,
@@ -26,7 +26,8 @@ from .._core.supervisor import (
     Supervisor,
     open_supervisor,
 )
-from .agent_events import Event, StopEvent, TextEvent
+from ._vocabulary import Vocabulary, resolve_vocabulary
+from .agent_events import Event
 from .context import Context, _current_context
 from .records import HandlerFailed, HandlerOutput, InputReceived, SessionEnded, SessionStarted
 
@@ -78,8 +79,9 @@ class Session:
     """One running conversation, made by :func:`open_session`.
 
     Send input with :meth:`send`; read the one output stream with :meth:`events`. Its
-    ``state`` is ``Lifecycle.OPEN`` until a :class:`StopEvent` is accepted, ``STOPPING``
-    while the stop sequence runs, ``CLOSED`` once every task has ended.
+    ``state`` is ``Lifecycle.OPEN`` until a ``StopEvent`` is accepted, ``STOPPING``
+    while the stop sequence runs, ``CLOSED`` once every task has ended. ``vocabulary`` is
+    the event family it sends and recognises (``open_session(events=...)``).
     """
 
     def __init__(
@@ -89,9 +91,10 @@ class Session:
         is_gen: bool,
         flavor: Flavor,
         context: Context,
-        interrupt_on: tuple[type[Event], ...],
+        interrupt_on: tuple[type, ...],
         stop_grace: float,
         max_pending_inputs: int,
+        vocabulary: Vocabulary | None = None,
     ) -> None:
         self._sup = sup
         self._handler = handler
@@ -100,7 +103,8 @@ class Session:
         self.context = context
         self._interrupt_on = interrupt_on
         self._stop_grace = stop_grace
-        self._inbox_send, self._inbox_recv = trio.open_memory_channel[Event](max_pending_inputs)
+        self.vocabulary = vocabulary or resolve_vocabulary("taskrunner")
+        self._inbox_send, self._inbox_recv = trio.open_memory_channel[Any](max_pending_inputs)
         self.state = Lifecycle.OPEN
         self._pending = 0
         self._idle_lot = ParkingLot()
@@ -124,21 +128,32 @@ class Session:
 
     # ------------------------------------------------------------------ input
 
-    def send(self, event: Event) -> Awaitable[None]:
+    def send(self, event: Any) -> Awaitable[None]:
         """Deliver an input event; the handler takes inputs one at a time, in order.
 
-        Works from trio and from asyncio code. The input is recorded (``InputReceived``) once
-        queued; an event of an ``interrupt_on`` type (by default :class:`TextEvent`) then
-        cancels the interruptible tasks at once, even while the handler is still answering an
-        earlier input. Waits only while ``max_pending_inputs`` inputs are queued; if that wait
-        is cancelled, nothing happened (the input is not queued, a StopEvent does not stop).
-        Once a :class:`StopEvent` has been accepted, ``send`` raises
-        :class:`SessionClosedError` (a ``RuntimeError``).
+        The event is of the session's vocabulary (``open_session(events=...)``: the classes
+        of ``taskrunner.events`` by default, or of ``primfunctions.events``); another object
+        is refused with a ``TypeError``. Works from trio and from asyncio code. The input is
+        recorded (``InputReceived``) once queued; an event of an ``interrupt_on`` type (by
+        default the vocabulary's ``TextEvent``) then cancels the interruptible tasks at once,
+        even while the handler is still answering an earlier input. Waits only while
+        ``max_pending_inputs`` inputs are queued; if that wait is cancelled, nothing happened
+        (the input is not queued, a StopEvent does not stop). Once a ``StopEvent`` has been
+        accepted, ``send`` raises :class:`SessionClosedError` (a ``RuntimeError``).
         """
-        if not isinstance(event, Event):
+        vocab = self.vocabulary
+        if not vocab.is_event(event):
+            other = ""
+            if isinstance(event, Event) or type(event).__module__.startswith("primfunctions."):
+                other = (
+                    f" ({type(event).__module__}.{type(event).__qualname__} is of another "
+                    f"vocabulary: open the session with the events= its handler imports)"
+                )
             raise TypeError(
-                f"send() takes an input event (StartEvent, TextEvent, TimeoutEvent, StopEvent, "
-                f"CustomEvent...), got {type(event).__name__}: {safe_repr(event, 80)}"
+                f"send() takes an input event of {vocab.module_name} (StartEvent, TextEvent, "
+                f"TimeoutEvent, StopEvent, CustomEvent...) since the session was opened with "
+                f"events={vocab.name!r}; got {type(event).__name__}: "
+                f"{safe_repr(event, 80)}{other}"
             )
         self._check_open(event)
         return flavored(self._send, event)
@@ -152,7 +167,7 @@ class Session:
 
     async def _send(self, event: Event) -> None:
         self._check_open(event)
-        stopping = isinstance(event, StopEvent)
+        stopping = self.vocabulary.is_stop(event)
         if stopping:
             self.state = Lifecycle.STOPPING  # reserved now; rolled back if the wait is cancelled
         self._pending += 1
@@ -202,7 +217,7 @@ class Session:
 
     async def _stop(self) -> None:
         if self.state is Lifecycle.OPEN:
-            await self._send(StopEvent())
+            await self._send(self.vocabulary.stop())
         await self._done.wait()
 
     def events(self) -> AsyncIterator[Record]:
@@ -225,7 +240,7 @@ class Session:
                         self._pending -= 1
                         if self._pending == 0 and self._idle_lot:
                             self._idle_lot.unpark_all()
-                    if isinstance(event, StopEvent):
+                    if self.vocabulary.is_stop(event):
                         break
             if not self._scope.cancelled_caught:
                 await self._end_tasks()
@@ -318,6 +333,18 @@ def _publisher(hub: RecordHub, session_id: str, then: RecordSink | None) -> Reco
     return publish
 
 
+def _background_marker(vocab: Vocabulary, then: RecordSink | None) -> RecordSink:
+    """Mark what a task yields as the vocabulary's runtime does, before anyone sees it."""
+
+    def mark(record: Record) -> None:
+        if isinstance(record, TaskOutput):
+            vocab.mark_background(record.event, record.task)
+        if then is not None:
+            then(record)
+
+    return mark
+
+
 @asynccontextmanager
 async def open_session(
     handler: AgentHandler,
@@ -327,7 +354,8 @@ async def open_session(
     environment: str = "",
     variables: dict[str, str] | None = None,
     flavor: Flavor = "asyncio",
-    interrupt_on: tuple[type[Event], ...] = (TextEvent,),
+    events: str | Vocabulary = "taskrunner",
+    interrupt_on: tuple[type, ...] | None = None,
     stop_grace: float = 0.0,
     max_buffer: int = 1024,
     max_pending_inputs: int = 256,
@@ -344,8 +372,14 @@ async def open_session(
 
     ``handler(event, context)`` is an async generator (yielding output events) or a coroutine
     function, of the session's ``flavor`` (asyncio by default, as the seeds' code is; the
-    flavour is also the default of its tasks). ``interrupt_on`` lists the input event types
-    that cancel interruptible tasks when sent. When the :class:`StopEvent` has been handled,
+    flavour is also the default of its tasks). ``events`` is the vocabulary the handler is
+    written against: ``"taskrunner"`` (the classes of :mod:`taskrunner.events`) or
+    ``"primfunctions"`` (the VoiceRun SDK's ``primfunctions.events``, from the
+    ``taskrunner[voicerun]`` extra, imported only then); the session sends and recognises
+    that family's ``StartEvent``/``TextEvent``/``TimeoutEvent``/``StopEvent``, and marks what
+    background tasks yield as that family's runtime does. ``interrupt_on`` lists the input
+    event types that cancel interruptible tasks when sent (default: the vocabulary's
+    ``TextEvent``). When the ``StopEvent`` has been handled,
     interruptible tasks are cancelled at once and the others after up to ``stop_grace``
     seconds (reason ``"closed"``).
 
@@ -361,6 +395,9 @@ async def open_session(
     """
     is_gen = _check_handler(handler)
     flavor = check_flavor(flavor)
+    vocabulary = resolve_vocabulary(events)
+    if interrupt_on is None:
+        interrupt_on = (vocabulary.text_type,)
     if session_id is None:
         session_id = f"session-{uuid.uuid4().hex[:12]}"
     for name, value in (
@@ -375,11 +412,11 @@ async def open_session(
     elif not isinstance(variables, dict):
         raise TypeError(f"variables must be a dict of str, got {type(variables).__name__}")
     if not isinstance(interrupt_on, tuple) or not all(
-        isinstance(t, type) and issubclass(t, Event) for t in interrupt_on
+        isinstance(t, type) and issubclass(t, vocabulary.event_type) for t in interrupt_on
     ):
         raise TypeError(
-            f"interrupt_on must be a tuple of Event classes (e.g. (TextEvent,)), "
-            f"got {interrupt_on!r}"
+            f"interrupt_on must be a tuple of Event classes of {vocabulary.module_name} "
+            f"(e.g. (TextEvent,)), got {interrupt_on!r}"
         )
     grace = check_seconds(stop_grace, "stop_grace")
     if math.isinf(grace):
@@ -387,6 +424,8 @@ async def open_session(
     check_count(max_pending_inputs, "max_pending_inputs")
     if hub is not None:
         on_record = _publisher(hub, session_id, on_record)
+    if vocabulary.name != "taskrunner":
+        on_record = _background_marker(vocabulary, on_record)
     async with open_supervisor(
         flavor=flavor,
         max_buffer=max_buffer,
@@ -415,7 +454,15 @@ async def open_session(
             on_interrupt=interrupt,
         )
         session = Session(
-            sup, handler, is_gen, flavor, context, interrupt_on, grace, max_pending_inputs
+            sup,
+            handler,
+            is_gen,
+            flavor,
+            context,
+            interrupt_on,
+            grace,
+            max_pending_inputs,
+            vocabulary,
         )
         sup.call_before_close(session._emit_ended)
         if hub is not None:

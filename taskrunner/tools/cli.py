@@ -22,7 +22,12 @@ import trio
 import trio.testing
 
 from .._core.supervisor import Flavor
-from .._session.agent_events import StartEvent, TextEvent
+from .._session._vocabulary import (
+    VOCABULARIES,
+    MissingExtraError,
+    detect_vocabulary,
+    resolve_vocabulary,
+)
 from .._session.session import AgentHandler, open_session
 
 __all__ = ["main"]
@@ -92,6 +97,13 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         help="the session's flavour (default: the module's FLAVOR, else asyncio)",
     )
+    run.add_argument(
+        "--events",
+        choices=VOCABULARIES,
+        default=None,
+        help="the event classes the handler is written against (default: primfunctions if "
+        "the module imports primfunctions.events, else taskrunner)",
+    )
     _add_output_options(run)
 
     demo = sub.add_parser("demo", help="run the built-in order agent and script")
@@ -118,12 +130,27 @@ def _load_module(spec: str) -> ModuleType:
             raise SystemExit(f"error: cannot load {spec} as a Python module")
         module = importlib.util.module_from_spec(mod_spec)
         sys.modules[path.stem] = module
-        mod_spec.loader.exec_module(module)
+        try:
+            mod_spec.loader.exec_module(module)
+        except ModuleNotFoundError as exc:
+            _missing_sdk(spec, exc)
+            raise
         return module
     try:
         return importlib.import_module(spec)
     except ImportError as exc:
+        if isinstance(exc, ModuleNotFoundError):
+            _missing_sdk(spec, exc)
         raise SystemExit(f"error: cannot import {spec!r}: {exc}") from None
+
+
+def _missing_sdk(spec: str, exc: ModuleNotFoundError) -> None:
+    """A VoiceRun agent on a machine without primfunctions: say which extra to install."""
+    if (exc.name or "").split(".")[0] == "primfunctions":
+        raise SystemExit(
+            f"error: {spec} imports {exc.name}, the VoiceRun SDK, which is not installed: "
+            "pip install 'taskrunner[voicerun]'"
+        ) from None
 
 
 @asynccontextmanager
@@ -141,11 +168,13 @@ async def run_conversation(
     lifespan: Callable[[], AbstractAsyncContextManager[dict[str, str]]] | None = None,
     session_id: str | None = None,
     hub: Any = None,
+    events: str = "taskrunner",
 ) -> Any:
     """Open a session, send ``StartEvent``, play ``script``, stop, and render everything.
 
     Returns the session's supervisor (for its task snapshot). With ``hub``, the session
-    publishes its records there (for the debugger and the recorder).
+    publishes its records there (for the debugger and the recorder). ``events`` is the
+    session's event vocabulary (``open_session(events=...)``).
     """
     async with (lifespan or _no_lifespan)() as variables:
         async with trio.open_nursery() as nursery:
@@ -155,6 +184,7 @@ async def run_conversation(
                 variables=variables,
                 session_id=session_id,
                 hub=hub,
+                events=events,
             ) as session:
 
                 async def show() -> None:
@@ -162,11 +192,12 @@ async def run_conversation(
                         renderer.render(record)
 
                 nursery.start_soon(show)
-                await session.send(StartEvent())
+                vocab = session.vocabulary
+                await session.send(vocab.start())
                 await session.wait_until_handled()
                 for kind, value in script:
                     if kind == "say":
-                        await session.send(TextEvent.from_text(value))
+                        await session.send(vocab.text(value))
                         await session.wait_until_handled()
                         await trio.sleep(pause)
                     else:
@@ -281,6 +312,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         script: list[Step] = list(demo_agent.SCRIPT)
         flavor: Flavor = "asyncio"
         lifespan = None
+        events = "taskrunner"
     else:
         module = _load_module(args.module)
         handler = getattr(module, args.handler, None)  # type: ignore[assignment]
@@ -291,6 +323,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         if flavor not in ("asyncio", "trio"):
             raise SystemExit(f"error: FLAVOR must be 'asyncio' or 'trio', got {flavor!r}")
         lifespan = getattr(module, "lifespan", None)
+        try:
+            events = args.events or detect_vocabulary(module)
+        except ValueError as exc:
+            raise SystemExit(f"error: {exc} (--events)") from None
+        try:
+            resolve_vocabulary(events)
+        except MissingExtraError as exc:
+            raise SystemExit(f"error: --events {events}: {exc}") from None
     clock = trio.testing.MockClock(rate=args.speed) if args.speed != 1.0 else None
 
     def conversation(hub: Any) -> Any:
@@ -302,6 +342,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             pause=args.pause,
             lifespan=lifespan,
             hub=hub,
+            events=events,
         )
 
     try:

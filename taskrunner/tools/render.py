@@ -24,10 +24,17 @@ from .._core.records import (
     TaskStuck,
     TaskTimedOut,
 )
+from .._session._vocabulary import describe_foreign_event
 from .._session.agent_events import AudioEvent, LogEvent, SilenceEvent, TextToSpeechEvent
-from .._session.records import HandlerFailed, HandlerOutput, SessionEnded, SessionStarted
+from .._session.records import (
+    HandlerFailed,
+    HandlerOutput,
+    InputReceived,
+    SessionEnded,
+    SessionStarted,
+)
 
-__all__ = ["JsonRenderer", "TerminalRenderer", "describe_event"]
+__all__ = ["JsonRenderer", "TerminalRenderer", "describe_event", "describe_input"]
 
 # The seed's debugger marks background-task events orange; the terminal does the same.
 TASK_STYLE = "orange1"
@@ -41,7 +48,7 @@ _STATE_STYLE = {
 
 
 def describe_event(event: Any) -> str:
-    """A one-line, human description of an agent event."""
+    """A one-line, human description of an agent event (of either vocabulary)."""
     if isinstance(event, TextToSpeechEvent):
         return f'says "{event.text}" ({event.voice})'
     if isinstance(event, LogEvent):
@@ -50,7 +57,21 @@ def describe_event(event: Any) -> str:
         return f"plays {event.path}"
     if isinstance(event, SilenceEvent):
         return f"silence {event.duration} ms"
+    foreign = describe_foreign_event(event)  # primfunctions events, if that SDK is in use
+    if foreign is not None:
+        return foreign
     return repr(event)
+
+
+def describe_input(event: Any) -> str:
+    """``TextEvent "place order"`` for an input carrying text (of either vocabulary), the
+    class name for others."""
+    text = getattr(event, "text", None)
+    if text is None:
+        data = getattr(event, "data", None)
+        text = data.get("text") if isinstance(data, dict) else None
+    name = type(event).__name__
+    return f'{name} "{text}"' if isinstance(text, str) else name
 
 
 class TerminalRenderer:
@@ -83,6 +104,10 @@ class TerminalRenderer:
             return
         if isinstance(record, HandlerOutput):
             self.console.print(f"[dim]{when}[/dim] handler  {escape(describe_event(record.event))}")
+        elif isinstance(record, InputReceived):
+            self.console.print(
+                f"[dim]{when}[/dim] [bold]user[/bold]     {escape(describe_input(record.event))}"
+            )
         elif isinstance(record, HandlerFailed):
             self.console.print(
                 f"[dim]{when}[/dim] [red]handler failed on {type(record.input).__name__}: "

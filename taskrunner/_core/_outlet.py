@@ -1,0 +1,165 @@
+"""The record side of a supervisor: sequence numbers, stamps, and forwarding outputs with
+backpressure (written once, used by the trio runner, the asyncio runner and sessions)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from typing import Any
+
+import trio
+
+from ._flavored import flavored
+from ._task_context import APPENDED, FULL, STALE
+from .handle import TaskHandle
+from .records import Record, TaskOutput
+from .stream import RecordStream
+
+__all__ = ["RecordOutlet"]
+
+logger = logging.getLogger("taskrunner")
+RecordSink = Callable[[Record], None]
+
+
+class _RecordIterator:
+    """``async for`` over a supervisor's stream; ends after close once drained.
+
+    Iterating claims the stream: another iterator raises ``StreamBusyError`` at its first
+    ``__anext__``, before it takes any record, until this one is exhausted or collected.
+    """
+
+    __slots__ = ("__weakref__", "_stream")
+
+    def __init__(self, stream: RecordStream[Record]) -> None:
+        self._stream = stream
+
+    def __aiter__(self) -> _RecordIterator:
+        return self
+
+    def __anext__(self) -> Awaitable[Record]:
+        self._stream.claim(self)
+        return flavored(self._next)
+
+    async def _next(self) -> Record:
+        try:
+            return await self._stream.get()
+        except trio.EndOfChannel:
+            self._stream.release(self)
+            raise StopAsyncIteration from None
+
+
+
+class RecordOutlet:
+    """Base of :class:`taskrunner.Supervisor`: its stream and how records get onto it."""
+
+    _stream: RecordStream[Record]
+    _seq: int
+    _on_record: RecordSink | None
+    _wall_offset: float
+    session_id: str | None
+
+    def emit(self, record: Record) -> None:
+        """Append ``record`` to the stream without waiting, then call ``on_record``.
+
+        ``record.seq`` must come from :meth:`next_seq` just before, so the stream stays ordered.
+        A failing ``on_record`` is logged and changes nothing else.
+        """
+        self._stream.put_nowait(record)
+        if self._on_record is not None:
+            try:
+                self._on_record(record)
+            except Exception:
+                logger.exception("on_record callback failed on %s", type(record).__name__)
+
+    def next_seq(self) -> int:
+        """Reserve the next sequence number of this stream (for records made outside the core)."""
+        self._seq += 1
+        return self._seq
+
+    def stamp(self, at: float) -> dict[str, Any]:
+        """The keyword arguments every record of this stream carries: session id, wall time."""
+        return {"session_id": self.session_id, "wall": at + self._wall_offset}
+
+    def offer(self, make: Callable[[int, float], Record]) -> bool:
+        """Append ``make(seq, now)`` if the stream has room (True); False when it is full.
+
+        With :meth:`put`, the one implementation of "forward an output with backpressure":
+        a writer that got False awaits :meth:`put` (from asyncio through the adapter).
+        """
+        if not self._stream.has_room():
+            return False
+        self._seq += 1
+        self.emit(make(self._seq, trio.current_time()))
+        return True
+
+    async def put(
+        self,
+        make: Callable[[int, float], Record],
+        wait_for_room: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
+        """Wait while the stream is full, then append ``make(seq, now)``.
+
+        If cancelled while waiting, the record is still appended, then the cancellation
+        propagates: an output that was yielded is never dropped. ``wait_for_room`` is how the
+        caller's flavour waits for :meth:`wait_for_room` (default: trio's own); this coroutine
+        runs in the flavour of whoever awaits it.
+        """
+        try:
+            await (self._stream.wait_for_room() if wait_for_room is None else wait_for_room())
+        finally:
+            self._seq += 1
+            self.emit(make(self._seq, trio.current_time()))
+
+    async def wait_for_room(self) -> None:
+        """Wait (trio code) until the stream has room for an output."""
+        await self._stream.wait_for_room()
+
+    async def after_output(self) -> None:
+        """The trio checkpoint after a fast-path output (a real one every so many outputs)."""
+        await self._stream.after_put()
+
+    def _output_maker(self, handle: TaskHandle, event: Any) -> Callable[[int, float], Record]:
+        def make(seq: int, at: float) -> Record:
+            handle.outputs += 1
+            return TaskOutput(seq, at, handle.name, handle.id, event, **self.stamp(at))
+
+        return make
+
+    def offer_output(self, handle: TaskHandle, event: Any) -> int:
+        """Forward one output of a generator task without waiting: ``APPENDED``, ``FULL``
+        (then await :meth:`put_output`), or ``STALE``: the task's cancel or timeout was
+        delivered before it yielded this, so the value is kept for the terminal record (never
+        forwarded as stale speech) and the generator must stop there."""
+        if handle._cancel_at is not None or handle._scope.cancel_called:
+            handle._detail = event
+            return STALE
+        if not self._stream.has_room():
+            return FULL
+        handle.outputs += 1
+        self._seq += 1
+        at = trio.current_time()
+        self.emit(TaskOutput(self._seq, at, handle.name, handle.id, event, **self.stamp(at)))
+        return APPENDED
+
+    def put_output(
+        self,
+        handle: TaskHandle,
+        event: Any,
+        wait_for_room: Callable[[], Awaitable[None]] | None = None,
+    ) -> Coroutine[Any, Any, None]:
+        """The waiting half of :meth:`offer_output`; see :meth:`put`."""
+        return self.put(self._output_maker(handle, event), wait_for_room)
+
+    def events(self) -> AsyncIterator[Record]:
+        """Iterate over the supervisor's records, in order (from trio or asyncio code).
+
+        One reader at a time: a second iterator raises ``StreamBusyError`` at once, before
+        taking any record. The iteration ends once the supervisor has closed and every record
+        has been read; it can go on after the ``async with`` block has exited.
+
+        When nobody reads: start and end records are kept in memory (they never block), and an
+        async-generator task blocks on its output once ``max_buffer`` records are waiting, until
+        someone reads or the task is cancelled (its pending output is still appended).
+        """
+        return _RecordIterator(self._stream)
+

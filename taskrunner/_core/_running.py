@@ -1,0 +1,268 @@
+"""Running a task: the trio runner, the asyncio runner's hook, and how a task ends.
+
+Every task ends through :meth:`TaskRunning._end` exactly once: its state changes first, then
+waiters wake, then its terminal record is emitted.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections import deque
+from typing import Any
+
+import trio
+from trio.lowlevel import ParkingLot
+
+from ._checks import flavor_misuse
+from ._limiter import Limiter
+from ._outlet import RecordOutlet
+from ._task_context import APPENDED, FULL, FlavorRunner, _claimed, _current_task
+from ._watch import StuckWatch
+from .handle import TaskHandle, TaskInfo, TaskState
+from .records import (
+    Record,
+    TaskCancelled,
+    TaskFailed,
+    TaskFinished,
+    TaskStarted,
+    TaskStuck,
+    TaskTimedOut,
+)
+
+__all__ = ["TaskRunning"]
+
+logger = logging.getLogger("taskrunner")
+
+
+class TaskRunning(RecordOutlet):
+    """Base of :class:`taskrunner.Supervisor`: starting, running and ending tasks."""
+
+    _nursery: trio.Nursery
+    _tasks: dict[str, TaskHandle]
+    _history: deque[TaskInfo]
+    _watch: StuckWatch | None
+    _limiter: Limiter | None
+    _pending: int
+    _idle_lot: ParkingLot
+    _aio: FlavorRunner | None
+    _stuck_after: float | None
+
+    def _cancel(self, handle: TaskHandle, reason: str | None, origin: str | None = None) -> bool:
+        raise NotImplementedError  # the supervisor's
+
+    def _launch(self, handle: TaskHandle, now: float) -> None:
+        if handle.timeout is not None and handle._scope.deadline == math.inf:
+            deadline = now + handle.timeout
+            handle._scope.deadline = deadline
+            if self._watch is not None:
+                self._watch.deadline(handle, deadline, handle.timeout)
+        self._nursery.start_soon(self._run, handle, name=handle.name)
+
+    def _start_pending(self, handle: TaskHandle) -> None:
+        """Called by the limiter: a slot is free for the pending ``handle``."""
+        self._pending -= 1
+        now = trio.current_time()
+        handle.state = TaskState.RUNNING
+        handle.started_at = now
+        self._seq += 1
+        self.emit(
+            TaskStarted(
+                self._seq, now, handle.name, handle.id, handle.interruptible, handle.timeout,
+                handle.flavor, **self.stamp(now),
+            )
+        )
+        self._launch(handle, now)
+
+    def _replace(self, old: TaskHandle, caller: TaskHandle | None) -> None:
+        """``old`` loses its name to a new task: it is cancelled ("replaced") and, if it is
+        still running, goes on under a name that says so until it ends."""
+        origin = "handler" if caller is None else f"task:{caller.name}"
+        self._cancel(old, "replaced", origin)
+        if not old.done:
+            del self._tasks[old.name]
+            renamed = f"{old.name}~replaced-{old.id}"
+            self._tasks[renamed] = old
+
+    def _runner(self, handle: TaskHandle) -> FlavorRunner | None:
+        if handle.flavor == "trio":
+            return None
+        if self._aio is None:
+            from .._adapters.aio import AsyncioRunner  # loads trio-asyncio on first use
+
+            self._aio = AsyncioRunner()
+        return self._aio
+
+    async def _run_trio(self, handle: TaskHandle, body: Any, is_gen: bool) -> Any:
+        if not is_gen:
+            return await body
+        stream = self._stream
+        try:
+            async for event in body:
+                status = self.offer_output(handle, event)
+                if status == APPENDED:
+                    await stream.after_put()
+                elif status == FULL:
+                    await self.put(self._output_maker(handle, event))
+                else:  # STALE: stop the generator where it yielded
+                    break
+        finally:
+            await body.aclose()
+        return None
+
+    async def _run(self, handle: TaskHandle) -> None:
+        _current_task.set(handle)
+        body, is_gen = handle._body, handle._is_gen
+        handle._body = None
+        _claimed.discard(id(body))
+        if handle.done:  # cancelled while pending: already ended
+            return
+        if handle._cancel_at is not None or handle._scope.cancel_called:
+            # Cancelled (or timed out) before it ever ran: it does not start at all.
+            if is_gen:
+                await body.aclose()
+            else:
+                body.close()
+            self._end_cancelled(handle)
+            return
+        escalate: BaseException | None = None
+        result: Any = None
+        try:
+            with handle._scope:
+                runner = self._runner(handle)
+                if runner is None:
+                    result = await self._run_trio(handle, body, is_gen)
+                else:
+                    result = await runner.run_task(self, handle, body, is_gen)
+        except trio.Cancelled:
+            # An enclosing scope was cancelled (the supervisor's nursery): closed.
+            self._end(handle, TaskState.CANCELLED, handle.cancel_reason or "closed")
+            raise
+        except (KeyboardInterrupt, SystemExit) as exc:
+            escalate = exc
+            self._end(handle, TaskState.FAILED, exc)
+        except BaseException as exc:
+            # Any other exception (GeneratorExit, asyncio's CancelledError raised by the task
+            # itself, user BaseException subclasses) is this task's failure, nobody else's.
+            misuse = flavor_misuse(exc, handle.flavor, f"task {handle.name!r}", "create_task")
+            self._end(handle, TaskState.FAILED, exc if misuse is None else misuse)
+        else:
+            if is_gen and handle._detail is not None:
+                result = handle._detail  # a stale output kept for the terminal record
+            if handle.cancel_reason is not None or handle._scope.cancel_called:
+                self._end_cancelled(handle, result)
+            else:
+                self._end(handle, TaskState.FINISHED, result)
+        if escalate is not None:
+            raise escalate
+
+    def _end_cancelled(self, handle: TaskHandle, result: Any = None) -> None:
+        if handle.cancel_reason is None and handle.state is not TaskState.PENDING:
+            self._end(handle, TaskState.TIMED_OUT, handle.timeout, result)
+        else:
+            self._end(handle, TaskState.CANCELLED, handle.cancel_reason or "closed", result)
+
+    def _end(self, handle: TaskHandle, state: TaskState, detail: Any, result: Any = None) -> None:
+        """Record that ``handle`` ended; ``detail`` is the result, error, reason or timeout.
+
+        The state changes first, then the waiters are woken, then the record is emitted (and
+        ``on_record`` called), so a failing callback cannot leave a task half-ended.
+        """
+        now = trio.current_time()
+        was_pending = handle.state is TaskState.PENDING
+        handle.state = state
+        handle.ended_at = now
+        name = handle.name
+        tasks = self._tasks
+        if tasks.get(name) is handle:
+            del tasks[name]
+        else:  # a replaced task, running on under another name
+            for key, value in list(tasks.items()):
+                if value is handle:
+                    del tasks[key]
+        if state is TaskState.FINISHED:
+            handle._detail = detail
+        elif state is TaskState.FAILED:
+            handle._detail = detail
+        else:
+            handle._detail = detail
+            if state is TaskState.CANCELLED:
+                handle.cancel_reason = detail
+        if was_pending:
+            self._pending -= 1
+            if self._limiter is not None:
+                self._limiter._forget(handle)
+        elif self._limiter is not None:
+            self._limiter._release()
+        if self._watch is not None:
+            self._watch.ended(handle.timeout is not None, len(tasks))
+        if self._history.maxlen:
+            self._history.append(handle.info())
+        if handle._done is not None:
+            handle._done.set()
+        if self._idle_lot and len(tasks) <= 1:
+            self._idle_lot.unpark_all()
+        self._seq += 1
+        stamp = self.stamp(now)
+        record: Record
+        if state is TaskState.FINISHED:
+            record = TaskFinished(self._seq, now, name, handle.id, detail, **stamp)
+        elif state is TaskState.CANCELLED:
+            record = TaskCancelled(
+                self._seq, now, name, handle.id, detail, handle.cancel_origin, result, **stamp
+            )
+        elif state is TaskState.TIMED_OUT:
+            record = TaskTimedOut(self._seq, now, name, handle.id, detail, result, **stamp)
+            _log(
+                logging.WARNING,
+                "task %r timed out and was cancelled; raise its timeout= in create_task "
+                "(or pass timeout=None) if it needs longer",
+                name,
+            )
+        else:
+            record = TaskFailed(self._seq, now, name, handle.id, detail, **stamp)
+            _log(logging.ERROR, "task %r failed", name, exc=detail)
+        self.emit(record)
+
+
+    def _report_stuck(self, handle: TaskHandle) -> None:
+        assert handle._cancel_at is not None
+        handle._stuck_count += 1
+        reason = handle.cancel_reason or "timed_out"
+        _log(
+            logging.WARNING,
+            "task %r was cancelled (%s) %g s ago and is still running: its code ignores "
+            "cancellation (a swallowed CancelledError, or a shielded section that never ends)",
+            handle.name,
+            reason,
+            trio.current_time() - handle._cancel_at,
+        )
+        if self._aio is not None and handle.flavor == "asyncio":
+            self._aio.cancel_again(handle)
+        self._seq += 1
+        now = trio.current_time()
+        self.emit(
+            TaskStuck(
+                self._seq, now, handle.name, handle.id, reason, handle._cancel_at,
+                handle._stuck_count, **self.stamp(now),
+            )
+        )
+
+
+def _close_unstarted(body: Any) -> None:
+    """Close a task body that never ran, so Python does not warn it was never awaited."""
+    _claimed.discard(id(body))
+    if type(body).__name__ == "coroutine":
+        body.close()
+    # An async generator that never started needs no closing.
+
+
+def _log(level: int, msg: str, *args: Any, exc: BaseException | None = None) -> None:
+    """Log without ever raising into the supervisor (a broken ``__str__`` stays the log's
+    problem)."""
+    try:
+        logger.log(level, msg, *args, exc_info=exc)
+    except Exception:
+        pass
+
+
