@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 import trio
 
+import taskrunner
 from taskrunner import TaskHandle
 from taskrunner.events import (
     CustomEvent,
@@ -234,6 +235,30 @@ async def test_client_made_on_the_application_loop(
                     await idle_pool(run, kit, client)
         finally:
             await trio_asyncio.aio_as_trio(kit.close)(client)
+    assert_no_lost_errors(loop_log)
+
+
+async def test_client_made_with_run_in_asyncio(
+    case: tuple[Kit, str, str, str], loop_log: list[logging.LogRecord]
+) -> None:
+    """The documented way: ``taskrunner.run_in_asyncio`` makes the client on taskrunner's
+    loop from trio code, before any session; two sessions one after another use it; it is
+    closed the same way at the end."""
+    kit, flavor, target, _ = case
+    if flavor != "asyncio":
+        pytest.skip("run_in_asyncio makes asyncio clients: asyncio flavour only")
+    client = await taskrunner.run_in_asyncio(kit.open, target)
+    try:
+        for round in range(2):
+            agent = Agent(kit, target, client=client)
+            async with open_run(agent.handler) as run:
+                await run.send(stream_event(f"r{round}", 3, 0.01))
+                end = await run.wait_end(f"r{round}")
+                assert isinstance(end, TaskFinished), (end, getattr(end, "error", None))
+                assert run.pieces(f"r{round}") == [0, 1, 2]
+                await idle_pool(run, kit, client)
+    finally:
+        await taskrunner.run_in_asyncio(kit.close, client)
     assert_no_lost_errors(loop_log)
 
 
