@@ -8,13 +8,31 @@ says it also runs in trio (``flavors``).
 
 from __future__ import annotations
 
+import asyncio
 import re
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import aclosing
 from typing import Any
 
+import sniffio
+
 _NUMBER = re.compile(r"(\d+)")
+
+
+async def close_shielded(aclose: Callable[[], Awaitable[None]]) -> None:
+    """Close a streamed HTTP response so that a cancel cannot interrupt the close half-way.
+
+    The mitigation docs/asyncio-clients.md gives for httpcore's close race (encode/httpcore
+    #1115, in httpcore2 too): a native asyncio cancel landing inside httpcore's close (its
+    anyio shield does not stop ``Task.cancel()``) leaves the request counted in the pool
+    for good. Under asyncio the close runs in its own task, which the caller's cancellation
+    does not reach; under trio, httpcore's own shield holds.
+    """
+    if sniffio.current_async_library() == "asyncio":
+        await asyncio.shield(asyncio.ensure_future(aclose()))
+    else:
+        await aclose()
 
 
 def _numbers(text: str) -> list[int]:
@@ -97,11 +115,14 @@ class HttpxKit(Kit):
     async def stream(self, client: Any, n: int, delay: float, tag: str) -> AsyncIterator[int]:
         params = {"n": n, "delay": delay, "tag": tag}
         async with client.stream("GET", "/stream", params=params) as response:
-            response.raise_for_status()
-            async with aclosing(response.aiter_lines()) as lines:
-                async for line in lines:
-                    for i in _numbers(line):
-                        yield i
+            try:
+                response.raise_for_status()
+                async with aclosing(response.aiter_lines()) as lines:
+                    async for line in lines:
+                        for i in _numbers(line):
+                            yield i
+            finally:
+                await close_shielded(response.aclose)
 
     def busy(self, client: Any) -> int:
         return _httpcore_busy(client._transport._pool)
@@ -148,13 +169,20 @@ class OpenAIKit(Kit):
             extra_headers={"x-fake-delay": str(delay), "x-fake-tag": tag},
         )
         async with stream:
-            async for chunk in stream:
-                if chunk.choices and chunk.choices[0].delta.content:
-                    for i in _numbers(chunk.choices[0].delta.content):
-                        yield i
+            try:
+                async for chunk in stream:
+                    if chunk.choices and chunk.choices[0].delta.content:
+                        for i in _numbers(chunk.choices[0].delta.content):
+                            yield i
+            finally:
+                await close_shielded(stream.close)
 
     def busy(self, client: Any) -> int:
         return _httpcore_busy(client._client._transport._pool)
+
+    def describe(self, client: Any) -> str:
+        pool = client._client._transport._pool
+        return f"{pool!r} {pool.connections!r}"
 
     async def close(self, client: Any) -> None:
         await client.close()
@@ -175,12 +203,19 @@ class AnthropicKit(Kit):
             messages=[{"role": "user", "content": "count"}],
             extra_headers={"x-fake-delay": str(delay), "x-fake-tag": tag},
         ) as stream:
-            async for text in stream.text_stream:
-                for i in _numbers(text):
-                    yield i
+            try:
+                async for text in stream.text_stream:
+                    for i in _numbers(text):
+                        yield i
+            finally:
+                await close_shielded(stream.close)
 
     def busy(self, client: Any) -> int:
         return _httpcore_busy(client._client._transport._pool)
+
+    def describe(self, client: Any) -> str:
+        pool = client._client._transport._pool
+        return f"{pool!r} {pool.connections!r}"
 
     async def close(self, client: Any) -> None:
         await client.close()

@@ -48,9 +48,9 @@ CASES = [
 _STORM = "test_200_tasks_over_20_sessions_with_random_interrupts"
 _HTTPCORE_RACE = (
     "issue 8 finding 15 (upstream, not ours): httpcore 1.0.x keeps a pool slot when a cancel "
-    "lands while a connection is being assigned/opened or a response is being closed "
-    "(encode/httpcore#1093, #1115); plain asyncio and trio too; a race, so not strict. "
-    "httpx2 (httpcore2) passes. See docs/asyncio-clients.md"
+    "lands after a connection was assigned and before it is established (encode/httpcore"
+    "#1093), in plain asyncio and trio too; a race, so not strict. httpx2 (httpcore2) passes. "
+    "See docs/asyncio-clients.md"
 )
 
 #: Failures expected on today's main: (test, kit or None, flavour or None, strict, reason).
