@@ -27,12 +27,33 @@ from ._core.supervisor import (
     uninterruptible,
 )
 from ._runtime import asyncio_loop, run_in_asyncio
+from ._session._abtests import TestConcluded
+from ._session._memory import MemoryProvider, StoreMemory
+from ._session._notify import Notifier, SMTPNotifier
 from ._session._vocabulary import MissingExtraError, Vocabulary
-from ._session.context import Context, DataChange, current_context
+from ._session.context import (
+    Context,
+    DataChange,
+    current_context,
+    current_phase,
+    current_session,
+)
 from ._session.session import AgentHandler, Session, open_session
+from ._store import (
+    CheckpointNotFoundError,
+    MemoryHit,
+    PostgresStore,
+    SessionResult,
+    SQLiteStore,
+    Store,
+    StoreError,
+    Variable,
+    open_store,
+)
 
 __all__ = [
     "AgentHandler",
+    "CheckpointNotFoundError",
     "Context",
     "DataChange",
     "DuplicateTaskNameError",
@@ -40,9 +61,19 @@ __all__ = [
     "FlavorError",
     "Lifecycle",
     "Limiter",
+    "MemoryHit",
+    "MemoryProvider",
     "MissingExtraError",
+    "Notifier",
+    "PostgresStore",
+    "SMTPNotifier",
+    "SQLiteStore",
     "Session",
     "SessionClosedError",
+    "SessionResult",
+    "Store",
+    "StoreError",
+    "StoreMemory",
     "StreamBusyError",
     "Supervisor",
     "SupervisorClosedError",
@@ -54,12 +85,17 @@ __all__ = [
     "TaskRunnerError",
     "TaskState",
     "TaskTimeoutError",
+    "TestConcluded",
+    "Variable",
     "Vocabulary",
     "WrongContextError",
     "asyncio_loop",
     "current_context",
+    "current_phase",
+    "current_session",
     "current_task",
     "open_session",
+    "open_store",
     "open_supervisor",
     "run_in_asyncio",
     "uninterruptible",

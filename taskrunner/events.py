@@ -13,6 +13,7 @@ from ._core.records import (
     TaskStuck,
     TaskTimedOut,
 )
+from ._session._abtests import TestConcluded
 from ._session.agent_events import (
     AudioEvent,
     CustomEvent,
@@ -57,6 +58,7 @@ __all__ = [
     "TaskStarted",
     "TaskStuck",
     "TaskTimedOut",
+    "TestConcluded",
     "TextEvent",
     "TextToSpeechEvent",
     "TimeoutEvent",

@@ -417,23 +417,26 @@ async def test_finding7_send_racing_stop_gets_a_clear_error(autojump_clock: Any)
         handled.append(type(event).__name__)
         await trio.sleep(1)
 
-    errors: list[BaseException] = []
+    outcomes: list[tuple[str, str]] = []
     async with taskrunner.open_session(handler, flavor="trio", max_pending_inputs=1) as session:
         await session.send(StartEvent())
         await session.send(TextEvent.from_text("fills the inbox"))
 
-        async def send_text() -> None:
-            await trio.sleep(0.1)
+        async def send(event: Any, delay: float) -> None:
+            await trio.sleep(delay)
             try:
-                await session.send(TextEvent.from_text("late"))
+                await session.send(event)
+                outcomes.append(("ok", type(event).__name__))
             except taskrunner.SessionClosedError as exc:
-                errors.append(exc)
+                assert "StopEvent" in str(exc)
+                outcomes.append(("refused", type(event).__name__))
 
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(session.send, StopEvent())
-            nursery.start_soon(send_text)
-    assert len(errors) == 1 and "StopEvent" in str(errors[0])
-    assert handled == ["StartEvent", "TextEvent", "StopEvent"]
+        async with trio.open_nursery() as nursery:  # all three wait on the full inbox
+            nursery.start_soon(send, TextEvent.from_text("before"), 0.1)
+            nursery.start_soon(send, StopEvent(), 0.2)
+            nursery.start_soon(send, TextEvent.from_text("after"), 0.3)
+    assert sorted(outcomes) == [("ok", "StopEvent"), ("ok", "TextEvent"), ("refused", "TextEvent")]
+    assert handled == ["StartEvent", "TextEvent", "TextEvent", "StopEvent"]
 
 
 async def test_finding7_task_started_from_finally_during_stop(
@@ -917,17 +920,18 @@ async def test_replacing_a_task_by_name_in_the_context(flavor: str, autojump_clo
     assert isinstance(ends[1], TaskFinished) and ends[1].result == "TextEvent"
 
 
-def test_sys_exit_in_a_task_exits_the_process_with_its_code(tmp_path: Any) -> None:
+def test_sys_exit_in_a_task_exits_the_process_with_its_code(flavor: str, tmp_path: Any) -> None:
     import subprocess
 
     script = tmp_path / "exit3.py"
+    sleep = "trio.sleep(0)" if flavor == "trio" else "asyncio.sleep(0)"
     script.write_text(
         "import sys, trio, asyncio, taskrunner\n"
         "async def job():\n"
-        "    await asyncio.sleep(0)\n"
+        f"    await {sleep}\n"
         "    sys.exit(3)\n"
         "async def main():\n"
-        "    async with taskrunner.open_supervisor(flavor='asyncio') as sup:\n"
+        f"    async with taskrunner.open_supervisor(flavor={flavor!r}) as sup:\n"
         "        sup.create_task(job())\n"
         "        await trio.sleep(5)\n"
         "trio.run(main)\n"

@@ -1,8 +1,8 @@
 """The seeds' VoiceRun examples, with their original primfunctions imports, run unchanged.
 
-Driven with taskrunner.testing (the vocabulary is picked from the module's imports). The
-examples that use the Context of issue 10 (A/B tests, outcomes, cache, completion messages)
-are marked xfail until that Context is merged.
+Driven with taskrunner.testing (the vocabulary is picked from the module's imports),
+including the examples that use the rest of the Context (A/B tests, outcomes, cache,
+completion messages).
 """
 
 from __future__ import annotations
@@ -25,9 +25,6 @@ from primfunctions.events import (
 from taskrunner.testing import TestRunner, contains, regex, run_agent
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "voicerun"
-
-NEEDS_CONTEXT = pytest.mark.xfail(strict=True, reason="needs issue 10 Context")
-
 
 def load(name: str) -> ModuleType:
     spec = importlib.util.spec_from_file_location(f"seed_{name}", FIXTURES / f"{name}.py")
@@ -150,7 +147,6 @@ async def test_template_with_voiceruns_own_test_style(autojump_clock: Any) -> No
 # ---------------------------------------------------------------------------- issue 10 Context
 
 
-@NEEDS_CONTEXT
 async def test_ab_test_agent(autojump_clock: Any) -> None:
     greetings = {
         "Hello! How can I help you today?",
@@ -165,7 +161,6 @@ async def test_ab_test_agent(autojump_clock: Any) -> None:
         again.expect.no_failures()
 
 
-@NEEDS_CONTEXT
 async def test_stop_conditions_agent(autojump_clock: Any) -> None:
     async with run_agent(load("stop_conditions_agent").handler) as agent:
         turn = await agent.start()
@@ -174,7 +169,6 @@ async def test_stop_conditions_agent(autojump_clock: Any) -> None:
         assert said == f"The button is {agent.context.get_test('button_color')}."  # type: ignore[attr-defined]
 
 
-@NEEDS_CONTEXT
 async def test_outcomes_agent(autojump_clock: Any) -> None:
     async with run_agent(load("outcomes_agent").handler) as agent:
         (await agent.start()).expect.no_failures()
@@ -188,7 +182,6 @@ async def test_outcomes_agent(autojump_clock: Any) -> None:
         assert context.get_testing_metadata("segment") == "returning_customer"
 
 
-@NEEDS_CONTEXT
 async def test_cache_agent(autojump_clock: Any) -> None:
     async with run_agent(load("cache_agent").handler) as agent:
         turn = await agent.say("weather in NYC")
@@ -199,7 +192,6 @@ async def test_cache_agent(autojump_clock: Any) -> None:
         assert context.cache_get("last_query") == "and tomorrow?"
 
 
-@NEEDS_CONTEXT
 async def test_completions_agent(autojump_clock: Any) -> None:
     async with run_agent(load("completions_agent").handler) as agent:
         turn = await agent.say("hi")

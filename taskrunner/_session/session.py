@@ -26,9 +26,10 @@ from .._core.supervisor import (
     Supervisor,
     open_supervisor,
 )
+from ._options import SessionOptions, check_session_options
 from ._vocabulary import Vocabulary, resolve_vocabulary
 from .agent_events import Event
-from .context import Context, _current_context
+from .context import Context, _current_context, _current_phase
 from .records import HandlerFailed, HandlerOutput, InputReceived, SessionEnded, SessionStarted
 
 __all__ = ["AgentHandler", "Session", "open_session"]
@@ -110,6 +111,17 @@ class Session:
         self._idle_lot = ParkingLot()
         self._done = trio.Event()
         self._scope = trio.CancelScope()
+        # wait_for_playout: the seq of the handler's last output, and of the last record read
+        self._last_output_seq = 0
+        self._read_seq = 0
+        self._playout_lot = ParkingLot()
+        # input_timeout: silence since the last input sent by the user (the lot and the
+        # scope are made only for sessions with an input_timeout)
+        self._input_timeout: float | None = None
+        self._last_input = 0.0
+        self._silence_count = 0
+        self._silence_lot: ParkingLot | None = None
+        self._silence_scope: trio.CancelScope | None = None
 
     def __repr__(self) -> str:
         return (
@@ -156,6 +168,10 @@ class Session:
                 f"{safe_repr(event, 80)}{other}"
             )
         self._check_open(event)
+        if self._silence_lot is not None:  # the user spoke: the silence clock restarts
+            self._last_input = trio.current_time()
+            self._silence_count = 0
+            self._silence_lot.unpark_all()
         return flavored(self._send, event)
 
     def _check_open(self, event: Event) -> None:
@@ -225,7 +241,37 @@ class Session:
         ``HandlerOutput``, ``HandlerFailed``, every task record, and last ``SessionEnded``.
         One reader at a time; see :meth:`taskrunner.Supervisor.events` for what happens when
         nobody reads."""
-        return self._sup.events()
+        return _PlayoutTracker(self, self._sup.events())
+
+    def _was_read(self, seq: int) -> None:
+        self._read_seq = seq
+        if self._playout_lot and seq >= self._last_output_seq:
+            self._playout_lot.unpark_all()
+
+    async def _wait_for_playout(self) -> None:
+        target = self._last_output_seq
+        while self._read_seq < target:
+            await self._playout_lot.park()
+        await trio.lowlevel.checkpoint()
+
+    async def _watch_silence(self) -> None:
+        """input_timeout: a TimeoutEvent after each ``input_timeout`` of user silence."""
+        timeout = self._input_timeout
+        assert timeout is not None and self._silence_lot is not None
+        assert self._silence_scope is not None
+        with self._silence_scope:
+            while self.state is Lifecycle.OPEN:
+                due = self._last_input + timeout * (self._silence_count + 1)
+                with trio.move_on_at(due) as waited:
+                    await self._silence_lot.park()
+                if not waited.cancelled_caught or self.state is not Lifecycle.OPEN:
+                    continue  # an input came: the clock restarts
+                self._silence_count += 1
+                since = round((trio.current_time() - self._last_input) * 1000)
+                try:
+                    await self._send(self.vocabulary.timeout(self._silence_count, since))
+                except (SessionClosedError, trio.ClosedResourceError):
+                    return  # the session closed while the input queue was full
 
     # ------------------------------------------------------------------ the handler
 
@@ -247,6 +293,10 @@ class Session:
         finally:
             self.state = Lifecycle.CLOSED
             self._inbox_send.close()
+            if self._silence_scope is not None:
+                self._silence_scope.cancel()
+            with trio.CancelScope(shield=True):
+                await self.context._finish()  # the store's part: tests, outcomes
             self._done.set()
             self._idle_lot.unpark_all()
 
@@ -283,6 +333,7 @@ class Session:
             self._failed(exc, event)
 
     def _output(self, seq: int, at: float, *, out: Any, input: Event) -> HandlerOutput:
+        self._last_output_seq = seq
         return HandlerOutput(seq, at, out, input, **self._sup.stamp(at))
 
     def _failed(self, exc: BaseException, input: Event) -> None:
@@ -324,9 +375,41 @@ class Session:
         sup.emit(SessionEnded(sup.next_seq(), at, **sup.stamp(at)))
 
 
-def _publisher(hub: RecordHub, session_id: str, then: RecordSink | None) -> RecordSink:
+class _PlayoutTracker:
+    """``session.events()``: the supervisor's records, noting how far they were read."""
+
+    __slots__ = ("_records", "_session")
+
+    def __init__(self, session: Session, records: AsyncIterator[Record]) -> None:
+        self._session = session
+        self._records = records
+
+    def __aiter__(self) -> _PlayoutTracker:
+        return self
+
+    async def __anext__(self) -> Record:
+        record = await self._records.__anext__()
+        self._session._was_read(record.seq)
+        return record
+
+
+def _publisher(
+    hub: RecordHub, session_id: str, then: RecordSink | None, context: list[Context[Any]]
+) -> RecordSink:
     def publish(record: Record) -> None:
-        hub.publish(session_id, record.to_dict())
+        d = record.to_dict()
+        if context:
+            ctx = context[0]
+            # a task's phase is kept by the Context; TaskStarted (issued inside create_task)
+            # and the handler's records take the phase of the code that made them
+            task_id = d.get("task_id")
+            phase = ctx.task_phase(task_id) if task_id is not None else None
+            if phase is None:
+                phase = _current_phase.get()
+            if phase is not None:
+                d["phase"] = phase
+            d = ctx._redact(d)
+        hub.publish(session_id, d)
         if then is not None:
             then(record)
 
@@ -367,6 +450,14 @@ async def open_session(
     default_timeout: float | None = 30,
     limit: int | Limiter | None = None,
     pending_limit: int | None = None,
+    store: Any = None,
+    parameters: dict[str, Any] | None = None,
+    input_timeout: float | None = None,
+    writable_keys: Any = None,
+    restore: dict[str, Any] | str | None = None,
+    userdata: Any = None,
+    memory: Any = None,
+    notifier: Any = None,
 ) -> AsyncIterator[Session]:
     """Run one agent session for the duration of the block.
 
@@ -391,9 +482,34 @@ async def open_session(
     ``pending_limit``. Every record carries the session id. In the Context a task created with
     the name of a running task replaces it (reason ``"replaced"``). With ``hub`` (a
     ``taskrunner.tools.hub.Hub``), the session registers itself (so the debugger can cancel
-    its tasks and interrupt it) and publishes every record there as it is appended.
+    its tasks and interrupt it) and publishes every record there as it is appended (with
+    masked variable values redacted).
+
+    The Context (see "The Context" and "The store" in the README): ``store`` (a
+    :class:`taskrunner.Store`, a URL, or None for ``taskrunner.db`` in the working
+    directory) holds variables, A/B tests, outcomes, memory and checkpoints;
+    ``parameters`` go into the session data (source ``"parameters"``) before the
+    ``StartEvent``; ``input_timeout`` (seconds) sends ``TimeoutEvent(data={"count",
+    "ms_since_input"})`` after each such silence of the user; ``writable_keys`` limits
+    ``set_data``; ``restore`` resumes from ``context.checkpoint()`` (or the session id of
+    one saved in the store); ``userdata`` is ``context.userdata``; ``memory`` a
+    ``MemoryProvider`` (default: full-text search in the store); ``notifier`` tells the
+    ``notify`` addresses when an A/B test concludes.
     """
     is_gen = _check_handler(handler)
+    opts: SessionOptions = check_session_options(
+        store=store,
+        parameters=parameters,
+        input_timeout=input_timeout,
+        writable_keys=writable_keys,
+        restore=restore,
+        memory=memory,
+        notifier=notifier,
+    )
+    if session_id is None and isinstance(restore, dict):
+        session_id = restore.get("session_id")
+    elif session_id is None and isinstance(restore, str):
+        session_id = restore
     flavor = check_flavor(flavor)
     vocabulary = resolve_vocabulary(events)
     if interrupt_on is None:
@@ -422,8 +538,9 @@ async def open_session(
     if math.isinf(grace):
         raise ValueError("stop_grace must be a finite number of seconds >= 0, got inf")
     check_count(max_pending_inputs, "max_pending_inputs")
+    published_context: list[Context[Any]] = []
     if hub is not None:
-        on_record = _publisher(hub, session_id, on_record)
+        on_record = _publisher(hub, session_id, on_record, published_context)
     if vocabulary.name != "taskrunner":
         on_record = _background_marker(vocabulary, on_record)
     async with open_supervisor(
@@ -452,7 +569,13 @@ async def open_session(
             variables=dict(variables),
             history_per_key=data_history_per_key,
             on_interrupt=interrupt,
+            store=opts.store,
+            writable_keys=opts.writable_keys,
+            userdata=userdata,
+            memory=opts.memory,
+            notifier=opts.notifier,
         )
+        published_context.append(context)
         session = Session(
             sup,
             handler,
@@ -464,6 +587,7 @@ async def open_session(
             max_pending_inputs,
             vocabulary,
         )
+        context._session = session
         sup.call_before_close(session._emit_ended)
         if hub is not None:
             hub.register(session_id, session)
@@ -474,7 +598,14 @@ async def open_session(
                 sup.next_seq(), at, agent_id, environment, **sup.stamp(at)
             )
         )
+        await context._start(opts.parameters, opts.restore)
         sup.start_job(session._dispatch, name=f"taskrunner.session:{session_id}")
+        if opts.input_timeout is not None:
+            session._input_timeout = opts.input_timeout
+            session._last_input = trio.current_time()
+            session._silence_lot = ParkingLot()
+            session._silence_scope = trio.CancelScope()
+            sup.start_job(session._watch_silence, name=f"taskrunner.silence:{session_id}")
         try:
             yield session
         except BaseException:

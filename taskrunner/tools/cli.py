@@ -1,7 +1,9 @@
 """``python -m taskrunner``: run an agent with a scripted conversation, or the demo.
 
 Commands: ``run MODULE`` (a handler module or path, with ``--say``/``--wait`` steps), ``demo``
-(the built-in order agent and script), ``stress`` (many sessions at once, with checks).
+(the built-in order agent and script), ``stress`` (many sessions at once, with checks),
+``serve MODULE`` (the agent over HTTP), ``loadtest URL`` (load a served agent),
+``variables set|list|unset`` and ``tests`` (the store's variables and A/B tests).
 """
 
 from __future__ import annotations
@@ -75,6 +77,24 @@ def _add_output_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ui", action="store_true", help="serve the debugger page while it runs")
     _add_server_options(p)
     p.add_argument("--record", metavar="FILE.jsonl", help="record every record as JSON lines")
+    from .store_cli import add_store_option
+
+    add_store_option(p)
+    p.add_argument(
+        "--param",
+        action="append",
+        metavar="KEY=VALUE",
+        help="a session parameter, in the session data before the StartEvent (repeatable)",
+    )
+    p.add_argument("--agent", metavar="ID", default="", help="the session's agent_id")
+    p.add_argument("--environment", metavar="ENV", default="", help="the session's environment")
+    p.add_argument(
+        "--input-timeout",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="send a TimeoutEvent after this much silence (session clock)",
+    )
 
 
 def _add_server_options(p: argparse.ArgumentParser) -> None:
@@ -113,6 +133,14 @@ def _parser() -> argparse.ArgumentParser:
     from .stress import add_stress_parser
 
     add_stress_parser(sub)
+
+    from ..serve._cli import add_loadtest_parser, add_serve_parser
+
+    add_serve_parser(sub)
+    add_loadtest_parser(sub)
+    from .store_cli import add_store_parsers
+
+    add_store_parsers(sub)
 
     debug = sub.add_parser("debug", help="open a recording (--record) in the debugger page")
     debug.add_argument("recording", metavar="FILE.jsonl")
@@ -169,6 +197,11 @@ async def run_conversation(
     session_id: str | None = None,
     hub: Any = None,
     events: str = "taskrunner",
+    store: Any = None,
+    parameters: dict[str, Any] | None = None,
+    agent_id: str = "",
+    environment: str = "",
+    input_timeout: float | None = None,
 ) -> Any:
     """Open a session, send ``StartEvent``, play ``script``, stop, and render everything.
 
@@ -185,11 +218,18 @@ async def run_conversation(
                 session_id=session_id,
                 hub=hub,
                 events=events,
+                store=store,
+                parameters=parameters,
+                input_timeout=input_timeout,
+                agent_id=agent_id,
+                environment=environment,
             ) as session:
+
+                redact = session.context.redact
 
                 async def show() -> None:
                     async for record in session.events():
-                        renderer.render(record)
+                        renderer.render(redact(record))
 
                 nursery.start_soon(show)
                 vocab = session.vocabulary
@@ -291,12 +331,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "debug":
         logging.basicConfig(level=logging.WARNING)
         return _debug_recording(args)
+    if args.command in ("serve", "loadtest"):
+        return int(args.run(args))
+    if args.command in ("variables", "tests"):
+        from .store_cli import run_tests, run_variables
+
+        return run_variables(args) if args.command == "variables" else run_tests(args)
     if args.command == "stress":
         logging.getLogger("taskrunner").setLevel(logging.CRITICAL)  # planned failures
         return int(args.run(args))
     _configure_logging(args.json)
     if args.speed <= 0:
         raise SystemExit("error: --speed must be > 0")
+    if args.input_timeout is not None and not args.input_timeout > 0:
+        raise SystemExit(f"error: --input-timeout must be > 0, got {args.input_timeout:g}")
     if args.json:
         from .render import JsonRenderer
 
@@ -332,6 +380,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         except MissingExtraError as exc:
             raise SystemExit(f"error: --events {events}: {exc}") from None
     clock = trio.testing.MockClock(rate=args.speed) if args.speed != 1.0 else None
+    from .store_cli import parse_params, store_from_args
+
+    store = store_from_args(args)
+    parameters = parse_params(args.param)
 
     def conversation(hub: Any) -> Any:
         return run_conversation(
@@ -343,6 +395,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             lifespan=lifespan,
             hub=hub,
             events=events,
+            store=store,
+            parameters=parameters,
+            agent_id=args.agent,
+            environment=args.environment,
+            input_timeout=args.input_timeout,
         )
 
     try:
