@@ -260,6 +260,10 @@ def interrupt_when(
     return proc.returncode, (seen + err) if stream == "stderr" else err
 
 
+def _core_warning(line: str) -> bool:
+    return "RuntimeWarning: coroutine" in line or "Enable tracemalloc" in line
+
+
 def test_ctrl_c_during_a_run_flushes_the_recording(tmp_path: Path) -> None:
     rec = tmp_path / "run.jsonl"
     code, err = interrupt_when(
@@ -269,10 +273,11 @@ def test_ctrl_c_during_a_run_flushes_the_recording(tmp_path: Path) -> None:
         stream="stdout",
     )  # fmt: skip
     assert code == 130
-    # The first line is ours; a RuntimeWarning may follow when the Ctrl-C came before an
-    # asyncio task's coroutine had started (a core issue, reported: the coroutine is not
-    # closed), so the whole of stderr is not asserted here.
-    assert err.strip().splitlines()[0] == "interrupted"
+    # One line is ours. Python may add RuntimeWarnings about coroutines never awaited when
+    # the Ctrl-C lands at the wrong moment (a core issue, reported to the lead; it depends on
+    # timing): those lines, and only those, are left out here.
+    ours = [line for line in err.strip().splitlines() if not _core_warning(line)]
+    assert ours == ["interrupted"], err
     assert "Traceback" not in err
     records = [r for _, r in read_recording(rec)]
     assert [r["type"] for r in records][:2] == ["SessionStarted", "InputReceived"]
