@@ -42,9 +42,9 @@ async def lookup() -> AsyncIterator[Any]:
 def drive(url: str) -> None:
     with browser_page() as (page, errors):
         page.goto(url)
-        said = '#events li[data-type="HandlerOutput"]:has-text("I heard you say: table for two")'
+        said = '#events .ev[data-type="HandlerOutput"]:has-text("I heard you say: table for two")'
         page.wait_for_selector(said)
-        row = '#events li.src-task[data-type="TaskOutput"]:has-text("looking up the booking")'
+        row = '#events .ev.src-task[data-type="TaskOutput"]:has-text("looking up the booking")'
         page.wait_for_selector(row)
         style = page.eval_on_selector(
             row,

@@ -260,9 +260,12 @@ async def _await_asyncio(loop: Any, coro: Awaitable[Any], handle: TaskHandle | N
     task.add_done_callback(done)
 
     def abort(raise_cancel_arg: Callable[[], NoReturn]) -> trio.lowlevel.Abort:
+        # trio may call this again while the task winds down; asyncio gets one cancel (a
+        # second one would land in its cleanup code). The stuck watch re-cancels on purpose.
         nonlocal raise_cancel
+        if raise_cancel is None:
+            task.cancel()
         raise_cancel = raise_cancel_arg
-        task.cancel()
         return trio.lowlevel.Abort.FAILED  # wait for the asyncio task to end
 
     try:

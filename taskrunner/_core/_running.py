@@ -116,8 +116,9 @@ class TaskRunning(RecordOutlet):
 
     async def _run(self, handle: TaskHandle) -> None:
         _current_task.set(handle)
+        # The body stays on the handle while the task runs (debugging tools read its stack);
+        # _end drops it.
         body, is_gen = handle._body, handle._is_gen
-        handle._body = None
         _claimed.discard(id(body))
         if handle.done:  # cancelled while pending: already ended
             return
@@ -174,6 +175,8 @@ class TaskRunning(RecordOutlet):
         """
         now = trio.current_time()
         was_pending = handle.state is TaskState.PENDING
+        if not was_pending:
+            handle._body = None
         handle.state = state
         handle.ended_at = now
         name = handle.name

@@ -142,6 +142,7 @@ async def _worker(cfg: ServeConfig, fd: int, url: str) -> None:
         hub,
         token=secrets.token_urlsafe(32),
         allowed_hosts=[*_LOOPBACK_HOSTS, cfg.host.strip("[]")] if loopback else None,
+        require_token=False,  # behind the API's own check of every request
     )
     app = create_api(backend, api_key=cfg.api_key, debugger=debugger, max_body=cfg.max_body)
     config = Config()

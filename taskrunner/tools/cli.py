@@ -12,10 +12,10 @@ import argparse
 import importlib
 import importlib.util
 import logging
+import math
 import sys
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, ExitStack, asynccontextmanager
-from functools import partial
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -30,7 +30,20 @@ from .._session._vocabulary import (
     detect_vocabulary,
     resolve_vocabulary,
 )
-from .._session.session import AgentHandler, open_session
+from .._session.session import AgentHandler, _check_handler, open_session
+from .cli_support import (
+    OneLineParser,
+    ToolOptions,
+    add_server_options,
+    add_tool_options,
+    fail,
+    finite_seconds,
+    interrupted,
+    open_tools,
+    positive_number,
+    start_server,
+    wait_forever,
+)
 
 __all__ = ["main"]
 
@@ -53,8 +66,8 @@ class _StepAction(argparse.Action):
                 seconds = float(values)
             except ValueError:
                 parser.error(f"--wait takes a number of seconds, got {values!r}")
-            if not seconds >= 0:
-                parser.error(f"--wait takes a number of seconds >= 0, got {values!r}")
+            if not (seconds >= 0 and math.isfinite(seconds)):
+                parser.error(f"--wait takes a finite number of seconds >= 0, got {values!r}")
         script = list(getattr(namespace, "script", None) or [])
         script.append((kind, str(values)))
         namespace.script = script
@@ -64,19 +77,17 @@ def _add_output_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print JSON lines instead of text")
     p.add_argument(
         "--speed",
-        type=float,
+        type=positive_number,
         default=1.0,
         help="how much faster than real time the session's clock runs (default %(default)s)",
     )
     p.add_argument(
         "--pause",
-        type=float,
+        type=finite_seconds,
         default=0.5,
         help="seconds (session clock) to let pass after each --say (default %(default)s)",
     )
-    p.add_argument("--ui", action="store_true", help="serve the debugger page while it runs")
-    _add_server_options(p)
-    p.add_argument("--record", metavar="FILE.jsonl", help="record every record as JSON lines")
+    add_tool_options(p)
     from .store_cli import add_store_option
 
     add_store_option(p)
@@ -97,13 +108,9 @@ def _add_output_options(p: argparse.ArgumentParser) -> None:
     )
 
 
-def _add_server_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--host", default="127.0.0.1", help="debugger address (default %(default)s)")
-    p.add_argument("--port", type=int, default=8765, help="debugger port (default %(default)s)")
-
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m taskrunner", description=__doc__)
+    parser = OneLineParser(prog="python -m taskrunner", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="run a handler module with a scripted conversation")
@@ -144,7 +151,7 @@ def _parser() -> argparse.ArgumentParser:
 
     debug = sub.add_parser("debug", help="open a recording (--record) in the debugger page")
     debug.add_argument("recording", metavar="FILE.jsonl")
-    _add_server_options(debug)
+    add_server_options(debug)
     return parser
 
 
@@ -162,7 +169,9 @@ def _load_module(spec: str) -> ModuleType:
             mod_spec.loader.exec_module(module)
         except ModuleNotFoundError as exc:
             _missing_sdk(spec, exc)
-            raise
+            raise SystemExit(f"error: cannot load {spec}: ModuleNotFoundError: {exc}") from None
+        except Exception as exc:
+            raise SystemExit(f"error: cannot load {spec}: {type(exc).__name__}: {exc}") from None
         return module
     try:
         return importlib.import_module(spec)
@@ -170,6 +179,8 @@ def _load_module(spec: str) -> ModuleType:
         if isinstance(exc, ModuleNotFoundError):
             _missing_sdk(spec, exc)
         raise SystemExit(f"error: cannot import {spec!r}: {exc}") from None
+    except Exception as exc:
+        raise SystemExit(f"error: cannot load {spec}: {type(exc).__name__}: {exc}") from None
 
 
 def _missing_sdk(spec: str, exc: ModuleNotFoundError) -> None:
@@ -247,65 +258,56 @@ async def run_conversation(
     return session.supervisor
 
 
-async def _run_with_tools(args: argparse.Namespace, conversation: Callable[[Any], Any]) -> None:
-    """Run ``conversation(hub)`` with the debugger page and/or the recorder around it."""
-    if not (args.ui or args.record):
-        await conversation(None)
+async def _run_with_tools(
+    args: argparse.Namespace, tools: ToolOptions, conversation: Callable[[Any], Any]
+) -> None:
+    """Run ``conversation(feed)``; with ``--ui``, watched for blocking, then serve until Ctrl-C."""
+    if not args.ui:
+        await conversation(tools.feed)
         return
-    from .hub import Hub
-    from .recorder import open_recorder
+    from .watchdog import open_watchdog
 
-    hub = Hub()
-    with ExitStack() as stack:
-        if args.record:
-            try:
-                stack.enter_context(open_recorder(hub, args.record))
-            except OSError as exc:
-                raise SystemExit(f"error: cannot record to {args.record}: {exc}") from None
-        async with trio.open_nursery() as nursery:
-            if args.ui:
-                url = await _start_debugger(nursery, hub, args, read_only=False)
-            await conversation(hub)
-            if args.ui:
-                print(
-                    f"session over; the debugger page stays at {url} (Ctrl-C to quit)",
-                    file=sys.stderr,
-                )
-                await trio.sleep_forever()
-
-
-async def _start_debugger(
-    nursery: trio.Nursery, hub: Any, args: argparse.Namespace, *, read_only: bool
-) -> str:
-    from .debugger import serve
-
-    try:
-        url: str = await nursery.start(
-            partial(serve, hub, host=args.host, port=args.port, read_only=read_only)
+    async with open_watchdog(args.block_threshold) as watchdog:
+        tools.watchdog = watchdog
+        tools.feed.watchdog = watchdog
+        await conversation(tools.feed)
+        print(
+            f"session over; the debugger page stays at {tools.url} (Ctrl-C to quit)",
+            file=sys.stderr,
         )
-    except OSError as exc:
-        raise SystemExit(f"error: cannot serve on {args.host}:{args.port}: {exc}") from None
-    print(f"debugger: {url}", file=sys.stderr)
-    return url
+        await trio.sleep_forever()
 
 
 def _debug_recording(args: argparse.Namespace) -> int:
-    from .recorder import RecordingError, load_recording
+    from .recorder import RecordingError
+    from .recording_index import RecordingIndex, check_recording
 
     try:
-        hub = load_recording(args.recording)
-    except (OSError, RecordingError) as exc:
-        raise SystemExit(f"error: {exc}") from None
+        check_recording(args.recording)
+        index = RecordingIndex(args.recording)
+    except RecordingError as exc:
+        fail(str(exc))
+    except OSError as exc:
+        fail(f"{args.recording}: cannot read it ({exc.strerror or exc})")
+    reported = False
 
-    async def serve_forever() -> None:
-        async with trio.open_nursery() as nursery:
-            await _start_debugger(nursery, hub, args, read_only=True)
-            print(f"recording {args.recording} (Ctrl-C to quit)", file=sys.stderr)
+    def report() -> None:
+        nonlocal reported
+        if reported or index.loading:
+            return
+        reported = True
+        sessions = len(index.session_ids())
+        print(
+            f"recording {args.recording}: {index.record_count:,} records, "
+            f"{sessions} session{'s' if sessions != 1 else ''} (Ctrl-C to quit)",
+            file=sys.stderr,
+        )
+        if index.error:
+            print(f"warning: read up to a bad line: {index.error}", file=sys.stderr)
 
-    try:
-        trio.run(serve_forever)
-    except KeyboardInterrupt:
-        pass
+    with ExitStack() as stack:
+        start_server(args, stack, source=index, scan=index.scan)
+        wait_forever(report)
     return 0
 
 
@@ -326,10 +328,24 @@ def _configure_logging(json_output: bool) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """The command line entry point; returns the exit status."""
+    """The command line entry point; returns the exit status.
+
+    Ctrl-C ends any command with one line and status 130 (recordings flushed and closed).
+    """
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:
+        return interrupted()
+    except BaseExceptionGroup as group:
+        if group.subgroup(KeyboardInterrupt) is not None:
+            return interrupted()
+        raise
+
+
+def _main(argv: Sequence[str] | None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "debug":
-        logging.basicConfig(level=logging.WARNING)
+        logging.basicConfig(level=logging.WARNING, format="%(name)s: %(message)s")
         return _debug_recording(args)
     if args.command in ("serve", "loadtest"):
         return int(args.run(args))
@@ -341,8 +357,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         logging.getLogger("taskrunner").setLevel(logging.CRITICAL)  # planned failures
         return int(args.run(args))
     _configure_logging(args.json)
-    if args.speed <= 0:
-        raise SystemExit("error: --speed must be > 0")
     if args.input_timeout is not None and not args.input_timeout > 0:
         raise SystemExit(f"error: --input-timeout must be > 0, got {args.input_timeout:g}")
     if args.json:
@@ -365,11 +379,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         module = _load_module(args.module)
         handler = getattr(module, args.handler, None)  # type: ignore[assignment]
         if handler is None:
-            raise SystemExit(f"error: {args.module} has no {args.handler!r}")
+            fail(f"{args.module} has no {args.handler!r}")
+        try:
+            _check_handler(handler)
+        except TypeError as exc:
+            fail(f"{args.module}: {args.handler}: {exc}")
         script = list(getattr(args, "script", None) or [])
         flavor = args.flavor or getattr(module, "FLAVOR", "asyncio")
         if flavor not in ("asyncio", "trio"):
-            raise SystemExit(f"error: FLAVOR must be 'asyncio' or 'trio', got {flavor!r}")
+            fail(f"FLAVOR must be 'asyncio' or 'trio', got {flavor!r}")
         lifespan = getattr(module, "lifespan", None)
         try:
             events = args.events or detect_vocabulary(module)
@@ -402,9 +420,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             input_timeout=args.input_timeout,
         )
 
-    try:
-        trio.run(_run_with_tools, args, conversation, clock=clock)
-    except KeyboardInterrupt:
-        if not args.ui:
-            raise
+    with open_tools(args) as tools:
+        trio.run(_run_with_tools, args, tools, conversation, clock=clock)
     return 0

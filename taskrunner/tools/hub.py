@@ -26,9 +26,10 @@ from __future__ import annotations
 
 import json
 import logging
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from itertools import islice
 from typing import Any, Literal, Protocol, TypedDict, runtime_checkable
 
 import trio
@@ -70,7 +71,9 @@ TERMINAL_STATES: dict[str, str] = {
     "TaskTimedOut": "timed_out",
 }
 
-_TASK_TYPES = frozenset({"TaskStarted", "TaskOutput", "TaskStuck", *TERMINAL_STATES})
+_TASK_TYPES = frozenset(
+    {"TaskQueued", "TaskStarted", "TaskOutput", "TaskStuck", *TERMINAL_STATES}
+)
 
 # Longest result preview kept in the task table; results can be arbitrarily large.
 _DETAIL_LIMIT = 200
@@ -160,9 +163,18 @@ class _TaskRow:
     stuck: str | None = None
     first_seq: int | None = None
     last_seq: int | None = None
+    reason: str | None = None
+    origin: str | None = None
+    created: Any = None
+    blocked: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         return {
+            "key": f"id:{self.task_id}" if self.task_id is not None else f"name:{self.name}",
+            "reason": self.reason,
+            "origin": self.origin,
+            "created": self.created,
+            "blocked": self.blocked,
             "task_id": self.task_id,
             "name": self.name,
             "state": self.state,
@@ -195,6 +207,9 @@ class _Session:
     published: int = 0
     last_seq: int | None = None
     tasks: dict[str, _TaskRow] = field(default_factory=dict)
+    kinds: Counter[str] = field(default_factory=Counter)
+    inputs: int = 0
+    blocked: float = 0.0
 
     def apply(self, record: Record) -> None:
         """Update the session summary and task table from one record."""
@@ -204,6 +219,16 @@ class _Session:
             self.last_seq = seq
         kind = record.get("type")
         at = record.get("at")
+        self.kinds[str(kind)] += 1
+        if kind == "LoopBlocked":
+            duration = record.get("duration")
+            if isinstance(duration, int | float):
+                self.blocked += duration
+                key = task_key(record) if record.get("task") is not None else None
+                blocked_row = None if key is None else self.tasks.get(key)
+                if blocked_row is not None:
+                    blocked_row.blocked += duration
+            return
         if kind == "SessionStarted":
             self.agent_id = record.get("agent_id")
             self.environment = record.get("environment")
@@ -223,12 +248,20 @@ class _Session:
             row.first_seq = seq
         if isinstance(seq, int):
             row.last_seq = seq
-        if kind == "TaskStarted":
+        if kind == "TaskQueued":
+            row.state = "pending"
+            row.interruptible = record.get("interruptible")
+            row.timeout = record.get("timeout")
+            row.flavor = record.get("flavor")
+            row.started_at = at
+            row.created = record.get("created")
+        elif kind == "TaskStarted":
             row.state = "running"
             row.interruptible = record.get("interruptible")
             row.timeout = record.get("timeout")
             row.flavor = record.get("flavor")
             row.started_at = at
+            row.created = record.get("created") or row.created
         elif kind == "TaskOutput":
             row.events += 1
         elif kind == "TaskStuck":
@@ -241,7 +274,10 @@ class _Session:
                 error = record.get("error") or {}
                 row.detail = f"{error.get('type', 'Error')}: {error.get('message', '')}"
             elif kind == "TaskCancelled":
-                row.detail = str(record.get("reason"))
+                row.reason = str(record.get("reason"))
+                origin = record.get("origin")
+                row.origin = None if origin is None else str(origin)
+                row.detail = row.reason if origin is None else f"{row.reason} by {origin}"
             elif kind == "TaskTimedOut":
                 row.detail = f"timed out after {record.get('timeout')}s"
             else:
@@ -280,6 +316,9 @@ class _Session:
             "last_seq": self.last_seq,
             "tasks": len(self.tasks),
             "running": sum(1 for row in self.tasks.values() if row.state == "running"),
+            "pending": sum(1 for row in self.tasks.values() if row.state == "pending"),
+            "kinds": dict(self.kinds),
+            "blocked_seconds": self.blocked,
         }
 
 
@@ -521,6 +560,39 @@ class Hub:
             newer.append(record)
         newer.reverse()
         return newer
+
+    def page(
+        self,
+        session_id: str,
+        *,
+        start: int = 0,
+        count: int = 200,
+        task: str | None = None,
+        kinds: frozenset[str] | None = None,
+    ) -> dict[str, Any]:
+        """A page of the kept records of a session that match a filter.
+
+        ``task`` is a task key (:func:`task_key`), ``kinds`` a set of record types; the
+        answer is ``{"total": matching records, "start": start, "records": [...]}``, with
+        ``start`` counted among the matching records, oldest first.  Raises
+        :class:`KeyError` for an unknown session.
+        """
+        history = self._sessions[session_id].history
+        if task is None and kinds is None:
+            total = len(history)
+            chosen = list(islice(history, max(start, 0), max(start, 0) + max(count, 0)))
+            return {"total": total, "start": start, "records": chosen}
+        matching = [
+            record
+            for record in history
+            if (kinds is None or record.get("type") in kinds)
+            and (task is None or (record.get("task") is not None and task_key(record) == task))
+        ]
+        return {
+            "total": len(matching),
+            "start": start,
+            "records": matching[max(start, 0) : start + count],
+        }
 
     def tasks(self, session_id: str) -> list[dict[str, Any]]:
         """The task table of a session, in start order.

@@ -25,6 +25,7 @@ from taskrunner.tools.hub import Hub, Record
 __all__ = [
     "Recorder",
     "RecordingError",
+    "create_private",
     "encode_line",
     "load_recording",
     "open_recorder",
@@ -63,7 +64,7 @@ class Recorder:
     def __init__(self, file: IO[str], *, close_file: bool = True) -> None:
         self._file = file
         self._close_file = close_file
-        self._hubs: list[Hub] = []
+        self._hubs: list[Any] = []
         self.records_written = 0
         """Number of lines written so far."""
 
@@ -73,7 +74,7 @@ class Recorder:
         self._file.flush()
         self.records_written += 1
 
-    def attach(self, hub: Hub, *, include_history: bool = True) -> None:
+    def attach(self, hub: Any, *, include_history: bool = True) -> None:
         """Start recording ``hub``.
 
         With ``include_history``, first write the records the hub already
@@ -105,18 +106,41 @@ class Recorder:
         self.close()
 
 
-def open_recorder(
-    hub: Hub, path: str | os.PathLike[str], *, include_history: bool = True
-) -> Recorder:
-    """Open ``path`` for writing (truncating it) and record ``hub`` into it.
+def create_private(path: str | os.PathLike[str], *, force: bool = False) -> IO[str]:
+    """Create ``path`` for writing, readable and writable by its owner only (mode 0600).
 
-    Typical use for ``--record FILE.jsonl``::
+    Raises :class:`FileExistsError` if it exists, unless ``force`` (then it is truncated and
+    its mode set to 0600).
+    """
+    flags = os.O_WRONLY | os.O_CREAT | (os.O_TRUNC if force else os.O_EXCL)
+    fd = os.open(path, flags, 0o600)
+    try:
+        if force:
+            os.fchmod(fd, 0o600)
+        return open(fd, "w", encoding="utf-8", newline="\n")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def open_recorder(
+    hub: Any,
+    path: str | os.PathLike[str],
+    *,
+    include_history: bool = True,
+    force: bool = False,
+) -> Recorder:
+    """Create ``path`` (owner-only, mode 0600) and record ``hub`` into it.
+
+    ``hub`` is a :class:`Hub` or an :class:`~taskrunner.tools.feed.AgentFeed`.  An
+    existing file raises :class:`FileExistsError` unless ``force``.  Typical use for
+    ``--record FILE.jsonl``::
 
         with open_recorder(hub, args.record):
             ...  # run the sessions
     """
     # The Recorder owns the file from here on and closes it.
-    file = open(path, "w", encoding="utf-8", newline="\n")
+    file = create_private(path, force=force)
     recorder = Recorder(file)
     try:
         recorder.attach(hub, include_history=include_history)

@@ -122,6 +122,8 @@ class TerminalRenderer:
             self.console.print(
                 f"[dim]{when}[/dim] [bold]session {escape(record.session_id or '')} ended"
             )
+        elif type(record).__name__ == "LoopBlocked":
+            self.console.print(f"[dim]{when}[/dim] [bold red]{escape(_blocked_text(record))}")
         else:
             self.console.print(f"[dim]{when}[/dim] {escape(repr(record))}")
 
@@ -137,7 +139,8 @@ class TerminalRenderer:
         if isinstance(record, TaskFailed):
             return f"failed: {record.error!r}"
         if isinstance(record, TaskCancelled):
-            return f"cancelled ({record.reason})"
+            origin = getattr(record, "origin", None)
+            return f"cancelled ({record.reason}{f' by {origin}' if origin else ''})"
         if isinstance(record, TaskTimedOut):
             return f"timed out after {record.timeout:g}s"
         if isinstance(record, TaskStuck):
@@ -178,6 +181,16 @@ class JsonRenderer:
         line = {"type": "TaskTable", "tasks": [t.to_dict() for t in tasks]}
         self.out.write(json.dumps(line) + "\n")
         self.out.flush()
+
+
+def _blocked_text(record: Any) -> str:
+    """One line for a ``LoopBlocked`` record: how long, by what, where."""
+    who = f"task {record.task!r}" if record.task else ("the handler" if record.handler else "?")
+    where = ""
+    if record.stack:
+        frame = record.stack[-1]
+        where = f" at {frame['file'].rsplit('/', 1)[-1]}:{frame['line']}: {frame['code']}"
+    return f"loop blocked {record.duration * 1000:.0f} ms by {who}{where}"
 
 
 def _traceback(exc: BaseException) -> str:

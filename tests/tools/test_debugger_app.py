@@ -27,6 +27,7 @@ from taskrunner.tools.hub import Hub
 from tools import FakeControl, RecordFactory
 
 TOKEN = "test-token-123"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 
 def make_hub(control: FakeControl | None = None) -> tuple[Hub, RecordFactory]:
@@ -40,8 +41,12 @@ def make_hub(control: FakeControl | None = None) -> tuple[Hub, RecordFactory]:
     return hub, f
 
 
-def client_for(app: Any) -> httpx.AsyncClient:
-    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://testserver")
+def client_for(app: Any, *, auth: bool = True) -> httpx.AsyncClient:
+    return httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app),
+        base_url="http://testserver",
+        headers=AUTH if auth else None,
+    )
 
 
 # ---- page and JSON routes ------------------------------------------------------
@@ -136,15 +141,16 @@ async def test_records_with_non_finite_numbers_stay_parseable() -> None:
 async def test_cancel_needs_the_token() -> None:
     control = FakeControl(running={"weather"})
     hub, _ = make_hub(control)
-    async with client_for(create_app(hub, token=TOKEN)) as client:
+    async with client_for(create_app(hub, token=TOKEN), auth=False) as client:
         url = "/api/sessions/s1/tasks/weather/cancel"
         missing = await client.post(url)
-        wrong = await client.post(url, headers={TOKEN_HEADER: "nope"})
-        get = await client.get(url, headers={TOKEN_HEADER: TOKEN})
+        wrong = await client.post(url, headers={TOKEN_HEADER: "Bearer nope"})
+        bare = await client.post(url, headers={TOKEN_HEADER: TOKEN})  # no "Bearer"
+        get = await client.get(url, headers=AUTH)
         assert control.cancel_calls == []
-        ok = await client.post(url, headers={TOKEN_HEADER: TOKEN})
-        again = await client.post(url, headers={TOKEN_HEADER: TOKEN})
-    assert missing.status_code == 403 and wrong.status_code == 403
+        ok = await client.post(url, headers=AUTH)
+        again = await client.post(url, headers=AUTH)
+    assert missing.status_code == wrong.status_code == bare.status_code == 401
     assert get.status_code == 405
     assert ok.status_code == 200 and ok.json() == {"cancelled": True}
     assert again.json() == {"cancelled": False}
@@ -156,7 +162,7 @@ async def test_cancel_task_names_with_slashes_and_spaces() -> None:
     hub, _ = make_hub(control)
     async with client_for(create_app(hub, token=TOKEN)) as client:
         response = await client.post(
-            "/api/sessions/s1/tasks/fetch%2Fweather%20now/cancel", headers={TOKEN_HEADER: TOKEN}
+            "/api/sessions/s1/tasks/fetch%2Fweather%20now/cancel", headers=AUTH
         )
     assert response.json() == {"cancelled": True}
     assert control.cancel_calls == ["fetch/weather now"]
@@ -166,10 +172,10 @@ async def test_interrupt() -> None:
     control = FakeControl(running={"a", "b"})
     hub, _ = make_hub(control)
     async with client_for(create_app(hub, token=TOKEN)) as client:
-        denied = await client.post("/api/sessions/s1/interrupt")
-        ok = await client.post("/api/sessions/s1/interrupt", headers={TOKEN_HEADER: TOKEN})
-        unknown = await client.post("/api/sessions/zz/interrupt", headers={TOKEN_HEADER: TOKEN})
-    assert denied.status_code == 403
+        denied = await client.post("/api/sessions/s1/interrupt", headers={TOKEN_HEADER: ""})
+        ok = await client.post("/api/sessions/s1/interrupt")
+        unknown = await client.post("/api/sessions/zz/interrupt")
+    assert denied.status_code == 401
     assert ok.json() == {"cancelled": 2}
     assert control.interrupts == 1
     assert unknown.status_code == 404
@@ -178,7 +184,7 @@ async def test_interrupt() -> None:
 async def test_actions_refused_when_read_only_or_ended() -> None:
     control = FakeControl(running={"weather"})
     hub, _ = make_hub(control)
-    headers = {TOKEN_HEADER: TOKEN}
+    headers = AUTH
     async with client_for(create_app(hub, token=TOKEN, read_only=True)) as client:
         cancel = await client.post("/api/sessions/s1/tasks/weather/cancel", headers=headers)
         interrupt = await client.post("/api/sessions/s1/interrupt", headers=headers)
@@ -201,7 +207,7 @@ async def test_failing_control_gives_500() -> None:
             raise RuntimeError("boom")
 
     hub, _ = make_hub(Broken())
-    headers = {TOKEN_HEADER: TOKEN}
+    headers = AUTH
     async with client_for(create_app(hub, token=TOKEN)) as client:
         cancel = await client.post("/api/sessions/s1/tasks/weather/cancel", headers=headers)
         interrupt = await client.post("/api/sessions/s1/interrupt", headers=headers)
@@ -212,7 +218,7 @@ async def test_allowed_hosts_blocks_dns_rebinding() -> None:
     hub, _ = make_hub()
     app = create_app(hub, token=TOKEN, allowed_hosts=["127.0.0.1", "localhost"])
     async with httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1:8765"
+        transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1:8765", headers=AUTH
     ) as client:
         assert (await client.get("/api/sessions")).status_code == 200
         evil = await client.get("/api/sessions", headers={"Host": "evil.example:8765"})
@@ -290,7 +296,11 @@ async def sse(
         "raw_path": path.encode(),
         "root_path": "",
         "query_string": query,
-        "headers": [(b"host", b"testserver"), *headers],
+        "headers": [
+            (b"host", b"testserver"),
+            (b"authorization", f"Bearer {TOKEN}".encode()),
+            *headers,
+        ],
         "server": ("testserver", 80),
         "client": ("127.0.0.1", 40000),
     }
@@ -417,7 +427,7 @@ async def test_serve_on_hypercorn_end_to_end() -> None:
     async with trio.open_nursery() as nursery:
         url: str = await nursery.start(partial(serve, hub, port=0, token=TOKEN))
         assert re.fullmatch(r"http://127\.0\.0\.1:\d+/", url)
-        async with httpx.AsyncClient(base_url=url, timeout=5) as client:
+        async with httpx.AsyncClient(base_url=url, timeout=5, headers=AUTH) as client:
             page = await client.get("/")
             assert page.status_code == 200 and TOKEN in page.text
             # Bound to loopback: other Host names are refused (DNS rebinding).
@@ -430,9 +440,7 @@ async def test_serve_on_hypercorn_end_to_end() -> None:
                 hub.publish("s1", f.task_output("weather", "live!"))
                 data = [line async for line in _until_data(lines)]
                 assert json.loads(data[-1].removeprefix("data: "))["event"]["message"] == "live!"
-                cancel = await client.post(
-                    "/api/sessions/s1/tasks/weather/cancel", headers={TOKEN_HEADER: TOKEN}
-                )
+                cancel = await client.post("/api/sessions/s1/tasks/weather/cancel", headers=AUTH)
                 assert cancel.json() == {"cancelled": True}
             # Stopping with a stream still open must be prompt.
             async with client.stream("GET", "/api/sessions/s1/stream") as stream:
@@ -464,8 +472,8 @@ async def test_serve_reports_port_in_use() -> None:
 async def test_serve_on_another_loopback_address() -> None:
     hub, _ = make_hub()
     async with trio.open_nursery() as nursery:
-        url: str = await nursery.start(partial(serve, hub, host="127.0.0.2", port=0))
+        url: str = await nursery.start(partial(serve, hub, host="127.0.0.2", port=0, token=TOKEN))
         assert url.startswith("http://127.0.0.2:")
-        async with httpx.AsyncClient(base_url=url, timeout=5) as client:
+        async with httpx.AsyncClient(base_url=url, timeout=5, headers=AUTH) as client:
             assert (await client.get("/api/sessions")).status_code == 200
         nursery.cancel_scope.cancel()

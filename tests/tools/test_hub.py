@@ -345,3 +345,20 @@ def test_bad_sizes_are_rejected() -> None:
     with pytest.raises(ValueError):
         Hub().subscribe(buffer_size=0)
     assert Hub(history_limit=None).history_limit is None  # unlimited history is allowed
+
+
+def test_queued_tasks_are_pending_until_they_start() -> None:
+    hub = Hub()
+    f = RecordFactory("s1")
+    queued = f.task_started("later", at=1.0)
+    queued.update(type="TaskQueued", limit=2)
+    hub.publish("s1", queued)
+    (row,) = hub.tasks("s1")
+    assert row["state"] == "pending" and row["started_at"] == 1.0
+    assert hub.session_info("s1")["pending"] == 1
+    started = {**queued, "type": "TaskStarted", "seq": queued["seq"] + 1, "at": 3.0}
+    del started["limit"]
+    hub.publish("s1", started)
+    (row,) = hub.tasks("s1")
+    assert row["state"] == "running" and row["started_at"] == 3.0
+    assert hub.session_info("s1")["pending"] == 0

@@ -1,43 +1,54 @@
 """Starlette application of the debugger web view.
 
+Every ``/api/...`` request (and ``/metrics``) must carry ``Authorization: Bearer TOKEN``;
+the page and its static files carry no data and need none.  On loopback the page has the
+token embedded; on another address it is not, and the person opens the printed address
+with ``#token=...`` (a URL fragment, never sent to the server or written to its logs).
+
 Routes (all JSON unless said otherwise):
 
 ``GET /``
-    The page (HTML), with the action token and read-only flag embedded.
+    The page (HTML), with the read-only flag (and on loopback the token) embedded.
 ``GET /static/...``
     The page's script and style sheet (package data, no build step).
+``GET /api/status``
+    ``{"agent": watchdog status or null, "recording": progress or null, "feed": ...}``:
+    whether the agent's thread is blocked now, how far a recording has been read.
 ``GET /api/sessions``
     ``{"sessions": [session_info...], "read_only": bool, "now": float|null}``.
 ``GET /api/sessions/{id}/records?after=SEQ``
-    ``{"session": session_info, "tasks": [task rows...], "records": [...],
-    "read_only": bool, "now": float|null}``; ``records`` are the kept records
-    with ``seq > SEQ`` (all kept records without ``after``) and ``tasks`` is
-    the task table as of the last of them.
+    ``{"session", "tasks", "records", "read_only", "now"}``: the kept records with
+    ``seq > SEQ`` (recordings: the first page), and the task table.
+``GET /api/sessions/{id}/page?start=N&count=M&task=KEY&kinds=A,B``
+    ``{"total", "start", "records"}``: a page of the records matching the filter.
+``GET /api/sessions/{id}/tasks``
+    ``{"tasks": [...]}``: the task table alone.
+``GET /api/sessions/{id}/tasks/{name}/stack``
+    ``{"stack": [frames] | null}``: where a running task waits now (live sessions).
+``GET /api/sessions/{id}/download``
+    The session's records as a JSON-lines recording (``debug FILE`` opens it).
 ``GET /api/sessions/{id}/stream?after=SEQ``
-    Server-sent events: first the kept records with ``seq > SEQ`` (or after
-    the ``Last-Event-ID`` the browser sends when it reconnects), then live
-    records as ``event: record`` (``id:`` is the record's seq) and
-    ``event: missed`` when this connection fell behind and dropped records;
-    the page then reloads them with the records route.
+    Server-sent events: kept records after SEQ, then live ones (``event: record``), and
+    ``event: missed`` when this connection fell behind.  At most ``max_stream_clients``
+    streams at once (503 past that).
 ``POST /api/sessions/{id}/tasks/{name}/cancel``
-    ``{"cancelled": bool}``; needs header ``X-Taskrunner-Token``.
+    ``{"cancelled": bool}``; the cancel's origin is ``"debugger"``.  202 with
+    ``{"queued": true}`` when the agent's thread is blocked.
 ``POST /api/sessions/{id}/interrupt``
-    ``{"cancelled": int}``; needs header ``X-Taskrunner-Token``.
-
-``now`` is the trio clock of the serving process (the clock of the records'
-``at``) so the page can tick the elapsed time of running tasks; it is ``null``
-in read-only mode, where the records come from another process.
+    ``{"cancelled": int}`` (or 202 as above).
+``GET /metrics``
+    Prometheus text format, only when created with ``metrics=True``.
 """
 
 from __future__ import annotations
 
 import hmac
 import html
-import json
+import inspect
 import logging
-import math
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -46,30 +57,41 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, Response
+from starlette.responses import HTMLResponse, Response, StreamingResponse
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
-from starlette.types import Message, Receive, Scope, Send
+from starlette.types import Scope
 
-from taskrunner.tools.hub import Hub, HubItem, Record, SessionControl, Subscription
+from taskrunner.tools.feed import AgentBusyError, _accepts_origin
+from taskrunner.tools.hub import Hub
+from taskrunner.tools.recorder import encode_line
 
-__all__ = ["STATIC_DIR", "TOKEN_HEADER", "create_app", "json_dumps"]
+from .encoding import COMMON_HEADERS, json_dumps
+from .stream import EventStream
+
+__all__ = [
+    "DEFAULT_MAX_STREAM_CLIENTS",
+    "STATIC_DIR",
+    "TOKEN_HEADER",
+    "create_app",
+    "json_dumps",
+]
 
 logger = logging.getLogger(__name__)
 
 #: Where the page's files live (package data).
 STATIC_DIR = Path(__file__).parent / "static"
 
-#: Header carrying the action token on POST requests.
-TOKEN_HEADER = "X-Taskrunner-Token"
+#: The header every API request carries: ``Authorization: Bearer TOKEN``.
+TOKEN_HEADER = "Authorization"
 
-# Every page and API answer: no sniffing, no framing, no referrer leaks.
-_COMMON_HEADERS = {
-    "X-Content-Type-Options": "nosniff",
-    "X-Frame-Options": "DENY",
-    "Referrer-Policy": "no-referrer",
-    "Cache-Control": "no-store",
-}
+#: The header an action's token may also come in when ``require_token=False``.
+LEGACY_TOKEN_HEADER = "X-Taskrunner-Token"
+
+#: Event streams served at once unless told otherwise.
+DEFAULT_MAX_STREAM_CLIENTS = 16
+
+_MAX_PAGE = 2000
 
 # The page only loads its own script and style: even if some record text did
 # end up parsed as HTML, an inline script or handler would not run.
@@ -100,32 +122,12 @@ class _StaticFiles(StaticFiles):
         return response
 
 
-def _json_safe(value: Any) -> Any:
-    """Replace what JSON.parse cannot read (NaN, infinities) by strings."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return str(value)
-    if isinstance(value, dict):
-        return {key: _json_safe(item) for key, item in value.items()}
-    if isinstance(value, list | tuple):
-        return [_json_safe(item) for item in value]
-    return value
-
-
-def json_dumps(value: Any) -> str:
-    """JSON text a browser can parse, whatever a record holds."""
-    try:
-        return json.dumps(value, default=repr, allow_nan=False, separators=(",", ":"))
-    except ValueError:
-        # Rare (a non-finite float): pay for the sanitising walk only then.
-        return json.dumps(_json_safe(value), default=repr, separators=(",", ":"))
-
-
 def _json(value: Any, status_code: int = 200) -> Response:
     return Response(
         json_dumps(value),
         status_code=status_code,
         media_type="application/json",
-        headers=_COMMON_HEADERS,
+        headers=COMMON_HEADERS,
     )
 
 
@@ -142,226 +144,291 @@ def _now(read_only: bool) -> float | None:
         return None
 
 
-def _parse_seq(text: str | None) -> int | None:
-    """Parse an ``after``/``Last-Event-ID`` value; ``ValueError`` if malformed."""
+def _parse_int(text: str | None, default: int | None = None) -> int | None:
+    """Parse an integer query value; ``ValueError`` if malformed."""
     if text is None or text == "":
-        return None
+        return default
     return int(text)
 
 
-class _EventStream(Response):
-    """Server-sent events for one session: kept records after ``after``, then live ones.
+async def _maybe_await(value: Any) -> Any:
+    if inspect.isawaitable(value):
+        return await value
+    return value
 
-    Written as a plain ASGI response rather than a ``StreamingResponse`` over
-    an async generator so that the hub subscription is released
-    deterministically (``with``) when the client goes away or the server
-    stops, instead of whenever the generator is garbage-collected.
-    """
 
-    media_type = "text/event-stream"
-
-    def __init__(self, hub: Hub, session_id: str, after: int | None, heartbeat: float) -> None:
-        self._hub = hub
-        self._session_id = session_id
-        self._after = after
-        self._heartbeat = heartbeat
-        self.status_code = 200
-        self.background = None
-        self.body = b""
-        self.init_headers({**_COMMON_HEADERS, "X-Accel-Buffering": "no"})
-        # init_headers set content-length: 0 for the empty body; a stream has none.
-        self.raw_headers = [(k, v) for k, v in self.raw_headers if k != b"content-length"]
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        # Subscribe before replaying the history so nothing published in
-        # between is lost; duplicates are skipped by seq below.
-        with self._hub.subscribe(self._session_id) as subscription:
-            await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
-            disconnected = False
-            async with trio.open_nursery() as nursery:
-
-                async def watch_disconnect() -> None:
-                    nonlocal disconnected
-                    while True:
-                        message: Message = await receive()
-                        if message["type"] == "http.disconnect":
-                            disconnected = True
-                            nursery.cancel_scope.cancel()
-                            return
-
-                nursery.start_soon(watch_disconnect)
-                # Tell the browser how long to wait before reconnecting, and
-                # flush headers through any buffering proxy at once.
-                await self._send(send, "retry: 2000\n\n")
-                last_seq = self._after
-                for record in self._hub.records(self._session_id, after=self._after):
-                    await self._send(send, self._record_event(record))
-                    last_seq = self._seq(record, last_seq)
-                await self._pump(send, subscription, last_seq)
-                nursery.cancel_scope.cancel()
-            if not disconnected:
-                await send({"type": "http.response.body", "body": b"", "more_body": False})
-
-    async def _pump(self, send: Send, subscription: Subscription, last_seq: int | None) -> None:
-        while True:
-            item: HubItem | None = None
-            # Heartbeats let a dead connection be noticed (the write fails)
-            # even when the session is quiet.
-            with trio.move_on_after(self._heartbeat):
-                try:
-                    item = await subscription.__anext__()
-                except StopAsyncIteration:
-                    return
-            if item is None:
-                await self._send(send, ": keepalive\n\n")
-                continue
-            if item["type"] == "Missed":
-                await self._send(send, f"event: missed\ndata: {json_dumps(item)}\n\n")
-                continue
-            record: Record = item["record"]
-            seq = record.get("seq")
-            if isinstance(seq, int) and last_seq is not None and seq <= last_seq:
-                continue  # already sent from the history
-            await self._send(send, self._record_event(record))
-            last_seq = self._seq(record, last_seq)
-
-    @staticmethod
-    def _seq(record: Record, last_seq: int | None) -> int | None:
-        seq = record.get("seq")
-        return seq if isinstance(seq, int) else last_seq
-
-    @staticmethod
-    def _record_event(record: Record) -> str:
-        seq = record.get("seq")
-        # json_dumps never emits raw newlines, so one data: line suffices.
-        event_id = f"id: {seq}\n" if isinstance(seq, int) else ""
-        return f"event: record\n{event_id}data: {json_dumps(record)}\n\n"
-
-    @staticmethod
-    async def _send(send: Send, text: str) -> None:
-        await send({"type": "http.response.body", "body": text.encode(), "more_body": True})
+def _download_lines(source: Any, session_id: str) -> Iterator[bytes]:
+    lines = getattr(source, "lines", None)
+    if lines is not None:
+        yield from lines(session_id)
+        return
+    for record in source.records(session_id):
+        yield encode_line(session_id, record).encode()
 
 
 def create_app(
-    hub: Hub,
+    source: Any,
     *,
     token: str,
     read_only: bool = False,
     allowed_hosts: Sequence[str] | None = None,
     heartbeat: float = 15.0,
+    embed_token: bool = True,
+    status: Callable[[], dict[str, Any] | None] | None = None,
+    feed: Any = None,
+    metrics: bool = False,
+    max_stream_clients: int = DEFAULT_MAX_STREAM_CLIENTS,
+    require_token: bool = True,
 ) -> Starlette:
-    """Build the debugger's Starlette app over ``hub``.
+    """Build the debugger's Starlette app over ``source``.
 
-    ``token`` must be sent in the ``X-Taskrunner-Token`` header of Cancel and
-    Interrupt requests (the page gets it embedded in its HTML).  With
-    ``read_only`` (a loaded recording) those actions answer 403 and the page
-    hides their buttons.  ``allowed_hosts`` restricts the ``Host`` header
-    (protection against DNS rebinding for a server on loopback); ``None``
-    accepts any.  ``heartbeat`` is the seconds between keep-alive comments on
-    quiet event streams.
+    ``source`` is a :class:`~taskrunner.tools.hub.Hub` (live sessions) or a
+    :class:`~taskrunner.tools.recording_index.RecordingIndex` (a recording; pass
+    ``read_only=True``).  Every API request needs ``Authorization: Bearer <token>``; with
+    ``embed_token`` (loopback) the page carries it, otherwise the person supplies it.  With
+    ``read_only`` the actions answer 403 and the page hides their buttons.
+    ``allowed_hosts`` restricts the ``Host`` header (against DNS rebinding on loopback);
+    ``None`` accepts any.  ``heartbeat`` is the seconds between keep-alive comments on quiet
+    streams.  ``status()`` gives the agent's watchdog status for ``/api/status`` (called in
+    the server's thread), ``feed`` the hand-off (its backlog is shown), ``metrics`` turns
+    ``/metrics`` on, ``max_stream_clients`` bounds the open event streams.
+    ``require_token=False`` is for an app mounted behind another check of every request
+    (``taskrunner serve``'s API key): reads then need no token, and actions take it as
+    ``Authorization: Bearer`` or in the ``X-Taskrunner-Token`` header.
     """
     if not token:
         raise ValueError("token must be a non-empty string")
+    if max_stream_clients < 1:
+        raise ValueError(f"max_stream_clients must be at least 1, got {max_stream_clients!r}")
     page_template = (STATIC_DIR / "index.html").read_text(encoding="utf-8")
-    page = page_template.replace("__TASKRUNNER_TOKEN__", html.escape(token, quote=True)).replace(
-        "__TASKRUNNER_READ_ONLY__", "1" if read_only else "0"
-    )
-    expected_token = token.encode()
+    page = page_template.replace(
+        "__TASKRUNNER_TOKEN__", html.escape(token, quote=True) if embed_token else ""
+    ).replace("__TASKRUNNER_READ_ONLY__", "1" if read_only else "0")
+    expected = f"Bearer {token}".encode()
+    streams = 0
+    render_metrics: Callable[[], bytes] | None = None
+    if metrics:
+        from .metrics import metrics_text
 
-    def check_action(request: Request) -> Response | None:
-        """Return an error response unless the request may act on the session."""
-        if read_only:
-            return _error(403, "read-only: this is a recording")
-        given = request.headers.get(TOKEN_HEADER, "").encode()
-        if not hmac.compare_digest(given, expected_token):
-            return _error(403, "missing or wrong token")
-        return None
+        render_metrics = metrics_text(source, status=status, feed=feed)
+
+    def authorized(request: Request, *, action: bool = False) -> bool:
+        if not require_token and not action:
+            return True
+        given = request.headers.get("authorization", "").encode()
+        if hmac.compare_digest(given, expected):
+            return True
+        if require_token:
+            return False
+        legacy = request.headers.get(LEGACY_TOKEN_HEADER, "").encode()
+        return hmac.compare_digest(legacy, token.encode())
+
+    def session_of(request: Request, *, action: bool = False) -> str | Response:
+        if not authorized(request, action=action):
+            return _error(401, "missing or wrong token (Authorization: Bearer ...)")
+        session_id: str = request.path_params["session_id"]
+        if session_id not in source:
+            return _error(404, "no such session")
+        return session_id
 
     async def index(request: Request) -> Response:
-        return HTMLResponse(page, headers={**_COMMON_HEADERS, "Content-Security-Policy": _PAGE_CSP})
+        return HTMLResponse(page, headers={**COMMON_HEADERS, "Content-Security-Policy": _PAGE_CSP})
 
-    async def list_sessions(request: Request) -> Response:
-        return _json({"sessions": hub.sessions(), "read_only": read_only, "now": _now(read_only)})
-
-    async def session_records(request: Request) -> Response:
-        session_id = request.path_params["session_id"]
-        if session_id not in hub:
-            return _error(404, "no such session")
-        try:
-            after = _parse_seq(request.query_params.get("after"))
-        except ValueError:
-            return _error(400, "after must be an integer")
+    async def api_status(request: Request) -> Response:
+        if not authorized(request):
+            return _error(401, "missing or wrong token (Authorization: Bearer ...)")
+        progress = getattr(source, "progress", None)
+        feed_info = None
+        if feed is not None:
+            feed_info = {"pending": feed.pending(), "dropped": feed.dropped}
         return _json(
             {
-                "session": hub.session_info(session_id),
-                "tasks": hub.tasks(session_id),
-                "records": hub.records(session_id, after=after),
+                "agent": status() if status is not None else None,
+                "recording": progress() if progress is not None else None,
+                "feed": feed_info,
                 "read_only": read_only,
                 "now": _now(read_only),
             }
         )
 
-    async def session_stream(request: Request) -> Response:
-        session_id = request.path_params["session_id"]
-        if session_id not in hub:
-            return _error(404, "no such session")
+    async def list_sessions(request: Request) -> Response:
+        if not authorized(request):
+            return _error(401, "missing or wrong token (Authorization: Bearer ...)")
+        return _json(
+            {"sessions": source.sessions(), "read_only": read_only, "now": _now(read_only)}
+        )
+
+    async def session_records(request: Request) -> Response:
+        session_id = session_of(request)
+        if isinstance(session_id, Response):
+            return session_id
         try:
-            # The browser's automatic reconnect says where it stopped.
-            after = _parse_seq(
+            after = _parse_int(request.query_params.get("after"))
+        except ValueError:
+            return _error(400, "after must be an integer")
+        return _json(
+            {
+                "session": source.session_info(session_id),
+                "tasks": source.tasks(session_id),
+                "records": source.records(session_id, after=after),
+                "read_only": read_only,
+                "now": _now(read_only),
+            }
+        )
+
+    async def session_page(request: Request) -> Response:
+        session_id = session_of(request)
+        if isinstance(session_id, Response):
+            return session_id
+        query = request.query_params
+        try:
+            start = _parse_int(query.get("start"), 0) or 0
+            count = _parse_int(query.get("count"), 200) or 0
+        except ValueError:
+            return _error(400, "start and count must be integers")
+        if start < 0 or not 0 <= count <= _MAX_PAGE:
+            return _error(400, f"start must be >= 0 and count between 0 and {_MAX_PAGE}")
+        kinds_text = query.get("kinds")
+        kinds = frozenset(k for k in kinds_text.split(",") if k) if kinds_text else None
+        task = query.get("task") or None
+        page_of = partial(source.page, session_id, start=start, count=count, task=task, kinds=kinds)
+        if isinstance(source, Hub):
+            result = page_of()  # the hub belongs to this thread's trio run
+        else:  # a recording: reading the file may take a moment
+            result = await trio.to_thread.run_sync(page_of)
+        result["session"] = source.session_info(session_id)
+        return _json(result)
+
+    async def session_tasks(request: Request) -> Response:
+        session_id = session_of(request)
+        if isinstance(session_id, Response):
+            return session_id
+        return _json({"tasks": source.tasks(session_id), "now": _now(read_only)})
+
+    async def task_stack(request: Request) -> Response:
+        session_id = session_of(request)
+        if isinstance(session_id, Response):
+            return session_id
+        control = source.control(session_id)
+        reader = getattr(control, "task_stack", None)
+        if reader is None:
+            return _error(409, "no live session to read stacks from")
+        try:
+            stack = reader(request.path_params["name"])
+        except Exception:
+            logger.exception("reading the stack of %r failed", request.path_params["name"])
+            return _error(500, "could not read the stack; see the server log")
+        return _json({"stack": stack})
+
+    async def download(request: Request) -> Response:
+        session_id = session_of(request)
+        if isinstance(session_id, Response):
+            return session_id
+        safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in session_id)
+        return StreamingResponse(
+            _download_lines(source, session_id),
+            media_type="application/x-ndjson",
+            headers={
+                **COMMON_HEADERS,
+                "Content-Disposition": f'attachment; filename="{safe}.jsonl"',
+            },
+        )
+
+    def stream_closed() -> None:
+        nonlocal streams
+        streams -= 1
+
+    async def session_stream(request: Request) -> Response:
+        nonlocal streams
+        session_id = session_of(request)
+        if isinstance(session_id, Response):
+            return session_id
+        if read_only or not isinstance(source, Hub):
+            return _error(409, "a recording has no live stream; page through it")
+        try:
+            # The browser's reconnect says where it stopped.
+            after = _parse_int(
                 request.headers.get("last-event-id") or request.query_params.get("after")
             )
         except ValueError:
             return _error(400, "after must be an integer")
-        return _EventStream(hub, session_id, after, heartbeat)
+        if streams >= max_stream_clients:
+            return _error(503, f"too many open streams (at most {max_stream_clients})")
+        streams += 1
+        return EventStream(source, session_id, after, heartbeat, on_close=stream_closed)
 
-    def control_of(request: Request) -> SessionControl | Response:
+    def control_of(request: Request) -> Any:
         """The session's control for an action, or the error response that refuses it."""
-        denied = check_action(request)
-        if denied is not None:
-            return denied
-        session_id = request.path_params["session_id"]
-        if session_id not in hub:
-            return _error(404, "no such session")
-        control = hub.control(session_id)
+        session_id = session_of(request, action=True)
+        if isinstance(session_id, Response):
+            return session_id
+        if read_only:
+            return _error(403, "read-only: this is a recording")
+        control = source.control(session_id)
         if control is None:
             return _error(409, "session has ended")
         return control
 
-    async def cancel_task(request: Request) -> Response:
+    async def act(request: Request, what: str, call: Callable[[Any], Any]) -> Response:
         control = control_of(request)
         if isinstance(control, Response):
             return control
-        session_id = request.path_params["session_id"]
-        name = request.path_params["name"]
         try:
-            cancelled = control.cancel_task(name)
+            return _json(await _maybe_await(call(control)))
+        except AgentBusyError as exc:
+            return _json({"queued": True, "error": str(exc)}, 202)
         except Exception:
-            logger.exception("cancel_task(%r) failed in session %s", name, session_id)
-            return _error(500, "cancel failed; see the server log")
-        return _json({"cancelled": bool(cancelled)})
+            logger.exception("%s failed in session %s", what, request.path_params["session_id"])
+            return _error(500, f"{what} failed; see the server log")
+
+    def _cancel(control: Any, name: str) -> Any:
+        if _accepts_origin(control.cancel_task):
+            result = control.cancel_task(name, origin="debugger")
+        else:  # a control from before cancel origins
+            result = control.cancel_task(name)
+
+        async def answer() -> dict[str, bool]:
+            return {"cancelled": bool(await _maybe_await(result))}
+
+        return answer()
+
+    async def cancel_task(request: Request) -> Response:
+        name = request.path_params["name"]
+        return await act(request, "cancel", lambda control: _cancel(control, name))
 
     async def interrupt(request: Request) -> Response:
-        control = control_of(request)
-        if isinstance(control, Response):
-            return control
-        session_id = request.path_params["session_id"]
-        try:
-            cancelled = control.interrupt()
-        except Exception:
-            logger.exception("interrupt failed in session %s", session_id)
-            return _error(500, "interrupt failed; see the server log")
-        return _json({"cancelled": int(cancelled)})
+        async def call(control: Any) -> dict[str, int]:
+            return {"cancelled": int(await _maybe_await(control.interrupt()))}
+
+        return await act(request, "interrupt", call)
+
+    async def metrics_route(request: Request) -> Response:
+        if not authorized(request):
+            return _error(401, "missing or wrong token (Authorization: Bearer ...)")
+        assert render_metrics is not None
+        from .metrics import CONTENT_TYPE_LATEST
+
+        return Response(
+            render_metrics(), headers={**COMMON_HEADERS, "Content-Type": CONTENT_TYPE_LATEST}
+        )
 
     routes = [
         Route("/", index, methods=["GET"]),
+        Route("/api/status", api_status, methods=["GET"]),
         Route("/api/sessions", list_sessions, methods=["GET"]),
         Route("/api/sessions/{session_id}/records", session_records, methods=["GET"]),
+        Route("/api/sessions/{session_id}/page", session_page, methods=["GET"]),
+        Route("/api/sessions/{session_id}/tasks", session_tasks, methods=["GET"]),
+        Route("/api/sessions/{session_id}/download", download, methods=["GET"]),
         Route("/api/sessions/{session_id}/stream", session_stream, methods=["GET"]),
         # {name:path}: task names may contain "/" (sent percent-encoded).
+        Route("/api/sessions/{session_id}/tasks/{name:path}/stack", task_stack, methods=["GET"]),
         Route("/api/sessions/{session_id}/tasks/{name:path}/cancel", cancel_task, methods=["POST"]),
         Route("/api/sessions/{session_id}/interrupt", interrupt, methods=["POST"]),
         Mount("/static", app=_StaticFiles(directory=STATIC_DIR), name="static"),
     ]
+    if render_metrics is not None:
+        routes.insert(1, Route("/metrics", metrics_route, methods=["GET"]))
     middleware = []
     if allowed_hosts is not None:
         middleware.append(Middleware(TrustedHostMiddleware, allowed_hosts=list(allowed_hosts)))

@@ -5,23 +5,33 @@ from __future__ import annotations
 import ipaddress
 import logging
 import secrets
+from collections.abc import Callable
 from functools import partial
-from typing import cast
+from typing import Any, cast
 
 import trio
 from hypercorn.config import Config
 from hypercorn.trio import serve as hypercorn_serve
 from hypercorn.typing import ASGIFramework
 
-from taskrunner.tools.debugger.app import create_app
-from taskrunner.tools.hub import Hub
+from taskrunner.tools.debugger.app import DEFAULT_MAX_STREAM_CLIENTS, create_app
 
-__all__ = ["DEFAULT_HOST", "DEFAULT_PORT", "is_loopback", "serve"]
+__all__ = [
+    "DEFAULT_HOST",
+    "DEFAULT_PORT",
+    "TOKEN_ENV",
+    "ExposureError",
+    "is_loopback",
+    "serve",
+]
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8765
+
+#: The environment variable the CLI reads the debugger's token from.
+TOKEN_ENV = "TASKRUNNER_TOKEN"
 
 # Host header values accepted when bound to loopback (TrustedHostMiddleware
 # compares them without the port).  Anything else is a DNS-rebinding attempt
@@ -59,13 +69,21 @@ def _bind(host: str, port: int) -> str:
     return f"[{bare}]:{port}" if ":" in bare else f"{bare}:{port}"
 
 
+class ExposureError(ValueError):
+    """Serving on a non-loopback address was asked for without a token."""
+
+
 async def serve(
-    hub: Hub,
+    hub: Any,
     *,
     host: str = DEFAULT_HOST,
     port: int = DEFAULT_PORT,
     token: str | None = None,
     read_only: bool = False,
+    status: Callable[[], dict[str, Any] | None] | None = None,
+    feed: Any = None,
+    metrics: bool = False,
+    max_stream_clients: int = DEFAULT_MAX_STREAM_CLIENTS,
     task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve the debugger page for ``hub`` until cancelled.
@@ -77,19 +95,33 @@ async def serve(
         url = await nursery.start(partial(serve, hub, port=args.port))
         print(f"debugger: {url}")
 
-    ``token`` guards Cancel/Interrupt (a random one by default; the page gets
-    it embedded in its HTML).  ``read_only`` serves a recording: no actions.
-    On loopback, requests whose ``Host`` is not a loopback name are refused;
-    on another address any ``Host`` is accepted, since the person chose to
-    expose the page.  If the address cannot be bound (port in use), the
-    :class:`OSError` is raised before anything is reported.  Cancelling the
-    surrounding scope stops the server at once, closing open event streams.
+    ``hub`` is a :class:`~taskrunner.tools.hub.Hub` or, with ``read_only``, a
+    :class:`~taskrunner.tools.recording_index.RecordingIndex`.  Every API request needs
+    ``Authorization: Bearer <token>``.  On loopback the token is random unless given and
+    the page has it embedded; requests whose ``Host`` is not a loopback name are refused
+    (DNS rebinding).  Any other address needs an explicit ``token`` (else
+    :class:`ExposureError`), which the page does not embed: the person opens
+    ``URL#token=...``.  ``status``, ``feed``, ``metrics`` and ``max_stream_clients`` are
+    as for :func:`~taskrunner.tools.debugger.app.create_app`.  If the address cannot be
+    bound (port in use), the :class:`OSError` is raised before anything is reported.
+    Cancelling the surrounding scope stops the server at once, closing open streams.
     """
+    loopback = is_loopback(host)
+    if not loopback and not token:
+        raise ExposureError(
+            f"serving on {host} (not loopback) needs a token: pass --token or set "
+            f"{TOKEN_ENV}, and keep it secret"
+        )
     app = create_app(
         hub,
         token=token or secrets.token_urlsafe(32),
         read_only=read_only,
         allowed_hosts=_allowed_hosts(host),
+        embed_token=loopback,
+        status=status,
+        feed=feed,
+        metrics=metrics,
+        max_stream_clients=max_stream_clients,
     )
     config = Config()
     config.bind = [_bind(host, port)]
