@@ -371,6 +371,8 @@ class Supervisor(TaskRunning):
         """
         self._check_caller("cancel_interruptible_tasks")
         me = self._caller()
+        if origin is None:
+            origin = "handler" if me is None else f"task:{me.name}"
         count = 0
         for handle in list(self._tasks.values()):
             if handle.interruptible and handle is not me:
