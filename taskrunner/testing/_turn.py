@@ -7,18 +7,12 @@ from typing import TYPE_CHECKING, Any
 
 from .._core.records import (
     Record,
-    TaskCancelled,
-    TaskFailed,
-    TaskFinished,
     TaskOutput,
     TaskRecord,
-    TaskStarted,
-    TaskStuck,
-    TaskTimedOut,
 )
 from .._session._vocabulary import Vocabulary
 from .._session.records import HandlerFailed, HandlerOutput, SessionEnded, SessionStarted
-from ..tools.render import describe_event
+from ..tools.render import describe_error, describe_event, describe_task_record
 
 if TYPE_CHECKING:
     from ._expect import Expectations
@@ -41,48 +35,15 @@ def describe_record(record: Record, vocabulary: Vocabulary | None = None) -> str
     if type(record).__name__ == "InputReceived" and vocabulary is not None:
         return f"> {describe_input(getattr(record, 'event', None), vocabulary)}"
     if isinstance(record, TaskRecord):
-        return f"[{record.task}] {_task_text(record)}"
+        return f"[{record.task}] {describe_task_record(record)}"
     if isinstance(record, HandlerOutput):
         return f"handler {describe_event(record.event)}"
     if isinstance(record, HandlerFailed):
-        return f"handler FAILED on {type(record.input).__name__}: {_error(record.error)}"
+        return f"handler FAILED on {type(record.input).__name__}: {describe_error(record.error)}"
     if isinstance(record, SessionStarted):
         return f"session {record.session_id} started"
     if isinstance(record, SessionEnded):
         return f"session {record.session_id} ended"
-    return type(record).__name__
-
-
-def _error(exc: BaseException) -> str:
-    try:
-        text = str(exc)
-    except Exception:  # an exception whose __str__ raises still gets a line
-        text = "<unprintable>"
-    return f"{type(exc).__name__}({text!r})"
-
-
-def _task_text(record: TaskRecord) -> str:
-    if isinstance(record, TaskStarted):
-        limit = "no timeout" if record.timeout is None else f"timeout {record.timeout:g}s"
-        kind = ", interruptible" if record.interruptible else ""
-        return f"started ({limit}{kind})"
-    if isinstance(record, TaskOutput):
-        return describe_event(record.event)
-    if isinstance(record, TaskFinished):
-        return "finished" if record.result is None else f"finished: {record.result!r:.200}"
-    if isinstance(record, TaskFailed):
-        return f"FAILED: {_error(record.error)}"
-    if isinstance(record, TaskCancelled):
-        origin = getattr(record, "origin", None)  # who asked, where the core records it
-        return (
-            f"cancelled ({record.reason}, by {origin})"
-            if origin
-            else (f"cancelled ({record.reason})")
-        )
-    if isinstance(record, TaskTimedOut):
-        return f"timed out after {record.timeout:g}s"
-    if isinstance(record, TaskStuck):
-        return f"STUCK: cancelled ({record.reason}) but still running"
     return type(record).__name__
 
 

@@ -128,24 +128,7 @@ class TerminalRenderer:
             self.console.print(f"[dim]{when}[/dim] {escape(repr(record))}")
 
     def _task_text(self, record: TaskRecord) -> str:
-        if isinstance(record, TaskStarted):
-            limit = "no timeout" if record.timeout is None else f"timeout {record.timeout:g}s"
-            kind = ", interruptible" if record.interruptible else ""
-            return f"started ({record.flavor}, {limit}{kind})"
-        if isinstance(record, TaskOutput):
-            return describe_event(record.event)
-        if isinstance(record, TaskFinished):
-            return "finished" if record.result is None else f"finished: {record.result!r}"
-        if isinstance(record, TaskFailed):
-            return f"failed: {record.error!r}"
-        if isinstance(record, TaskCancelled):
-            origin = getattr(record, "origin", None)
-            return f"cancelled ({record.reason}{f' by {origin}' if origin else ''})"
-        if isinstance(record, TaskTimedOut):
-            return f"timed out after {record.timeout:g}s"
-        if isinstance(record, TaskStuck):
-            return f"STUCK: cancelled ({record.reason}) but still running"
-        return repr(record)
+        return describe_task_record(record, flavor=True)
 
     def summary(self, tasks: Iterable[TaskInfo]) -> None:
         """Print the table of tasks: name, state, duration, events."""
@@ -201,3 +184,40 @@ def _traceback(exc: BaseException) -> str:
 
 def _indent(text: str) -> str:
     return "\n".join("           " + line for line in text.splitlines())
+
+
+def describe_error(exc: BaseException) -> str:
+    """``Type('message')``, also for an exception whose ``__str__`` raises."""
+    try:
+        text = str(exc)
+    except Exception:
+        text = "<unprintable>"
+    return f"{type(exc).__name__}({text!r})"
+
+
+def describe_task_record(record: TaskRecord, *, flavor: bool = False) -> str:
+    """One line for a task record, without its time or task name (terminal and transcripts).
+
+    Never raises: results and errors with a broken ``__repr__``/``__str__`` get placeholders.
+    """
+    if isinstance(record, TaskStarted):
+        limit = "no timeout" if record.timeout is None else f"timeout {record.timeout:g}s"
+        kind = ", interruptible" if record.interruptible else ""
+        return f"started ({record.flavor + ', ' if flavor else ''}{limit}{kind})"
+    if isinstance(record, TaskOutput):
+        return describe_event(record.event)
+    if isinstance(record, TaskFinished):
+        if record.result is None:
+            return "finished"
+        return f"finished: {safe_repr(record.result)}"
+    if isinstance(record, TaskFailed):
+        return f"FAILED: {describe_error(record.error)}"
+    if isinstance(record, TaskCancelled):
+        origin = record.origin
+        return f"cancelled ({record.reason}{f' by {origin}' if origin else ''})"
+    if isinstance(record, TaskTimedOut):
+        after = "its deadline" if record.timeout is None else f"{record.timeout:g}s"
+        return f"timed out after {after}"
+    if isinstance(record, TaskStuck):
+        return f"STUCK: cancelled ({record.reason}) but still running"
+    return type(record).__name__
