@@ -452,7 +452,14 @@ def drive_busy_page(url: str, feed: AgentFeed, stop: threading.Event) -> None:
         # Only what is in view exists in the DOM.
         assert rows < 150, rows
         costs = page.evaluate("window.__taskrunner.costs()")
-        assert max(long_tasks, default=0) < 50, (long_tasks, costs)
+        # The page's own work stays well under a frame budget: its longest render frame and
+        # its longest chunk of records handled.
+        assert costs["frame"] < 50 and costs["chunk"] < 50, costs
+        # The tab stays responsive: no long task of 50 ms or more, but one (the browser's own
+        # garbage collection or a scheduling stall when the machine is loaded) may reach it
+        # once in the 6 s; a tab that redraws everything, as the old page did, has many.
+        over = [d for d in long_tasks if d >= 50]
+        assert len(over) <= 1 and max(long_tasks, default=0) < 150, (long_tasks, costs)
         page.click('#state-filters .chip[data-filter="failed"]')
         page.wait_for_function(
             "() => document.querySelector('#task-count').textContent.startsWith('')"
