@@ -456,7 +456,9 @@ class Hub:
     ``history_limit`` is how many of the most recent records are kept per
     session (``None``: all, e.g. for a loaded recording); the task table of a
     session is bounded by the same number of tasks.  ``buffer_size`` is the
-    default subscriber buffer.
+    default subscriber buffer.  ``ended_limit`` is how many ended sessions stay
+    viewable (``None``: all); past it the oldest ended session is forgotten, so a
+    long-running process that serves many sessions holds a bounded history.
     """
 
     def __init__(
@@ -464,10 +466,15 @@ class Hub:
         *,
         history_limit: int | None = DEFAULT_HISTORY_LIMIT,
         buffer_size: int = DEFAULT_BUFFER_SIZE,
+        ended_limit: int | None = 1000,
     ) -> None:
         if history_limit is not None and history_limit < 1:
             raise ValueError("history_limit must be at least 1 or None")
+        if ended_limit is not None and ended_limit < 0:
+            raise ValueError("ended_limit must be at least 0 or None")
         self.history_limit = history_limit
+        self.ended_limit = ended_limit
+        self._ended: deque[str] = deque()
         self.buffer_size = buffer_size
         self._sessions: dict[str, _Session] = {}
         self._subscribers: list[Subscription] = []
@@ -496,10 +503,17 @@ class Hub:
         self._session(session_id).control = control
 
     def unregister_control(self, session_id: str) -> None:
-        """Forget a session's control (it has ended); its history stays viewable."""
+        """Forget a session's control (it has ended); its history stays viewable until
+        ``ended_limit`` later sessions have ended."""
         session = self._sessions.get(session_id)
         if session is not None:
             session.control = None
+            self._ended.append(session_id)
+            while self.ended_limit is not None and len(self._ended) > self.ended_limit:
+                old = self._ended.popleft()
+                gone = self._sessions.get(old)
+                if gone is not None and gone.control is None:
+                    del self._sessions[old]
 
     def publish(self, session_id: str, record: Record) -> None:
         """Record one record of a session and hand it to every sink and subscriber.

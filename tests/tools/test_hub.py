@@ -362,3 +362,17 @@ def test_queued_tasks_are_pending_until_they_start() -> None:
     (row,) = hub.tasks("s1")
     assert row["state"] == "running" and row["started_at"] == 3.0
     assert hub.session_info("s1")["pending"] == 0
+
+
+def test_ended_sessions_are_forgotten_past_ended_limit() -> None:
+    hub = Hub(ended_limit=2)
+    for i in range(4):
+        sid = f"s{i}"
+        hub.register(sid, control=None)
+        hub.publish(sid, {"type": "SessionStarted", "seq": 1, "at": 0.0, "source": "session"})
+        hub.unregister_control(sid)
+    assert hub.session_ids() == ["s2", "s3"]
+    live = Hub(ended_limit=0)
+    live.register("running")
+    live.publish("running", {"type": "SessionStarted", "seq": 1, "at": 0.0, "source": "session"})
+    assert live.session_ids() == ["running"]  # a session that has not ended stays
