@@ -128,6 +128,14 @@ class RecordStream(Generic[T]):
 
         Raises :class:`StreamBusyError` if another task is already waiting to read.
         """
+        try:
+            return await self.next_record(None)
+        except StopAsyncIteration:
+            raise trio.EndOfChannel from None
+
+    async def next_record(self, reader: Any) -> T:
+        """:meth:`get` for an ``async for`` reader: ``StopAsyncIteration`` (and the stream
+        released by ``reader``) once closed and drained. One coroutine per record read."""
         buf = self._buf
         if buf:
             record = buf.popleft()
@@ -147,7 +155,9 @@ class RecordStream(Generic[T]):
             return record
         while not buf:
             if self._closed:
-                raise trio.EndOfChannel
+                if reader is not None:
+                    self.release(reader)
+                raise StopAsyncIteration
             if self._reader_lot:
                 raise StreamBusyError(
                     "another task is already reading this stream; it has one reader at a time"

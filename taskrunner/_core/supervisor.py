@@ -104,7 +104,8 @@ class Supervisor(TaskRunning):
         self._flavor: Flavor = flavor
         self._stream: RecordStream[Record] = RecordStream(max_buffer)
         self._tasks: dict[str, TaskHandle] = {}
-        self._history: deque[TaskInfo] = deque(maxlen=history)
+        # finished tasks as TaskInfo field tuples (see TaskHandle._history_row)
+        self._history: deque[tuple[Any, ...]] = deque(maxlen=history)
         self._next_id = 0
         self._seq = 0
         self.state = Lifecycle.OPEN
@@ -238,7 +239,10 @@ class Supervisor(TaskRunning):
             raise self._refuse(handler, exc) from None
         try:
             body, is_gen, base = coerce_handler(handler)
-            if id(body) in _claimed:
+            # Only an object the caller passed can be given twice (one made here by calling
+            # the function is nobody else's).
+            given = body is handler and not is_gen
+            if given and id(body) in _claimed:
                 raise ValueError(
                     f"{safe_repr(body, 80)} was already given to create_task and has not "
                     f"started yet; one coroutine object makes one task"
@@ -256,13 +260,18 @@ class Supervisor(TaskRunning):
             name = f"{base}-{task_id}"
             while name in self._tasks:  # a user took this name explicitly
                 name = f"{name}'"
-        now = trio.current_time()
-        handle = TaskHandle(
-            self, name, task_id, interruptible, timeout, flavor, now, trio.CancelScope()
+        now = trio.current_time()  # the one clock read of a task's start
+        # The deadline goes into the scope as it is made (setting it later costs more); a
+        # pending task gets it when it starts.
+        scope = (
+            trio.CancelScope(deadline=now + timeout)
+            if timeout is not None and not queued
+            else trio.CancelScope()
         )
+        handle = TaskHandle(self, name, task_id, interruptible, timeout, flavor, now, scope)
         handle._body = body
         handle._is_gen = is_gen
-        if type(body).__name__ == "coroutine":
+        if given:
             _claimed.add(id(body))
         self._tasks[name] = handle
         self._seq += 1
@@ -280,10 +289,11 @@ class Supervisor(TaskRunning):
             return handle
         self.emit(
             TaskStarted(
-                self._seq, now, name, task_id, interruptible, timeout, flavor, **self.stamp(now)
+                self._seq, now, name, task_id, interruptible, timeout, flavor,
+                session_id=self.session_id, wall=now + self._wall_offset,
             )
         )
-        self._launch(handle, now)
+        self._launch(handle)
         return handle
 
     # ------------------------------------------------------------------ cancelling
@@ -433,9 +443,9 @@ class Supervisor(TaskRunning):
         handle = self._tasks.get(name)
         if handle is not None:
             return handle
-        for old in reversed(self._history):
-            if old.name == name:
-                return old
+        for row in reversed(self._history):
+            if row[0] == name:
+                return TaskInfo(*row)
         return None
 
     def snapshot(self) -> tuple[TaskInfo, ...]:
@@ -444,7 +454,9 @@ class Supervisor(TaskRunning):
         History keeps at most ``history`` finished tasks, as text (a failure's type, message
         and traceback), never their results or live exceptions."""
         self._check_caller("snapshot")
-        return tuple(self._history) + tuple(h.info() for h in self._tasks.values())
+        return tuple(TaskInfo(*row) for row in self._history) + tuple(
+            h.info() for h in self._tasks.values()
+        )
 
     @property
     def closed(self) -> bool:
