@@ -55,6 +55,7 @@ class RecordOutlet:
     _seq: int
     _on_record: RecordSink | None
     _wall_offset: float
+    _now: Callable[[], float]
     session_id: str | None
 
     def emit(self, record: Record) -> None:
@@ -88,7 +89,7 @@ class RecordOutlet:
         if not self._stream.has_room():
             return False
         self._seq += 1
-        self.emit(make(self._seq, trio.current_time()))
+        self.emit(make(self._seq, self._now()))
         return True
 
     async def put(
@@ -107,7 +108,7 @@ class RecordOutlet:
             await (self._stream.wait_for_room() if wait_for_room is None else wait_for_room())
         finally:
             self._seq += 1
-            self.emit(make(self._seq, trio.current_time()))
+            self.emit(make(self._seq, self._now()))
 
     async def wait_for_room(self) -> None:
         """Wait (trio code) until the stream has room for an output."""
@@ -140,7 +141,7 @@ class RecordOutlet:
             return FULL
         handle.outputs += 1
         self._seq += 1
-        at = trio.current_time()
+        at = self._now()
         self.emit(
             TaskOutput(
                 self._seq, at, handle.name, handle.id, event,

@@ -60,7 +60,7 @@ class TaskRunning(RecordOutlet):
     def _start_pending(self, handle: TaskHandle) -> None:
         """Called by the limiter: a slot is free for the pending ``handle``."""
         self._pending -= 1
-        now = trio.current_time()
+        now = self._now()
         handle.state = TaskState.RUNNING
         handle.started_at = now
         if handle.timeout is not None and handle._scope.deadline == math.inf:
@@ -172,7 +172,7 @@ class TaskRunning(RecordOutlet):
         The state changes first, then the waiters are woken, then the record is emitted (and
         ``on_record`` called), so a failing callback cannot leave a task half-ended.
         """
-        now = trio.current_time()  # the one clock read of a task's end
+        now = self._now()  # the one clock read of a task's end
         was_pending = handle.state is TaskState.PENDING
         handle.state = state
         handle.ended_at = now
@@ -245,7 +245,7 @@ class TaskRunning(RecordOutlet):
         if self._aio is not None and handle.flavor == "asyncio":
             self._aio.cancel_again(handle)
         self._seq += 1
-        now = trio.current_time()
+        now = self._now()
         self.emit(
             TaskStuck(
                 self._seq, now, handle.name, handle.id, reason, handle._cancel_at,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from threading import get_ident as _get_ident
 from collections import deque
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Coroutine
 from contextlib import asynccontextmanager
@@ -110,6 +111,7 @@ class Supervisor(TaskRunning):
         self._seq = 0
         self.state = Lifecycle.OPEN
         self._token = trio.lowlevel.current_trio_token()
+        self._thread = _get_ident()
         self._idle_lot = ParkingLot()
         self._stuck_after = stuck_after
         self._watch: StuckWatch | None = None
@@ -123,7 +125,10 @@ class Supervisor(TaskRunning):
         self._pending_limit = pending_limit
         self._on_duplicate: OnDuplicate = on_duplicate
         self.session_id = session_id
-        self._wall_offset = time.time() - trio.current_time()
+        # The run's clock, read directly: trio.current_time() is three Python calls deep, and
+        # it is read at every start, output and end.
+        self._now: Callable[[], float] = trio.lowlevel.current_clock().current_time
+        self._wall_offset = time.time() - self._now()
         self._jobs = 0
         self._before_close: list[Callable[[], None]] = []
 
@@ -198,43 +203,55 @@ class Supervisor(TaskRunning):
                 handler, SupervisorClosedError(f"create_task({name!r}): the supervisor {why}")
             )
         try:
-            self._check_caller("create_task")
+            if _get_ident() != self._thread:
+                # Not the opening run's thread: the exact WrongContextError. (While the
+                # supervisor is open, its thread runs no other trio run, so the same thread
+                # means the same run: the token check is only needed for other threads.)
+                self._check_caller("create_task")
             if name is not None:
-                if not isinstance(name, str):
-                    raise TypeError(
-                        f"name must be a str or None, got {type(name).__name__}: {name!r:.80}"
-                    )
+                if type(name) is not str:
+                    if not isinstance(name, str):
+                        raise TypeError(
+                            f"name must be a str or None, got {type(name).__name__}: "
+                            f"{name!r:.80}"
+                        )
                 if not name:
                     raise ValueError("name must be a non-empty string or None, got ''")
             if timeout == "default":
                 timeout = self._default_timeout
             elif timeout is not None:
                 timeout = check_timeout(timeout, "timeout")
-            if not isinstance(interruptible, bool):
+            if interruptible is not False and interruptible is not True:
                 raise TypeError(
                     f"interruptible must be True or False, got {type(interruptible).__name__}: "
                     f"{interruptible!r:.80}"
                 )
             flavor = self._flavor if flavor is None else check_flavor(flavor)
-            policy = self._on_duplicate if on_duplicate is None else _check_dup(on_duplicate)
-            old = self._tasks.get(name) if name is not None else None
-            if old is not None and policy == "error":
-                raise DuplicateTaskNameError(
-                    f"a task named {name!r} is still {old.state.value}; names must be unique "
-                    f"among unfinished tasks (pick another name, name=None for a generated "
-                    f"one, or on_duplicate='replace')"
-                )
+            old = None
+            if name is not None:
+                old = self._tasks.get(name)
+                if old is not None and (
+                    self._on_duplicate if on_duplicate is None else _check_dup(on_duplicate)
+                ) == "error":
+                    raise DuplicateTaskNameError(
+                        f"a task named {name!r} is still {old.state.value}; names must be "
+                        f"unique among unfinished tasks (pick another name, name=None for a "
+                        f"generated one, or on_duplicate='replace')"
+                    )
+            if on_duplicate is not None and old is None:
+                _check_dup(on_duplicate)
             limiter = self._limiter
-            queued = limiter is not None and not limiter._try_acquire()
-            if queued and self._pending_limit is not None and (
-                self._pending >= self._pending_limit
-            ):
-                assert limiter is not None
-                raise TaskLimitError(
-                    f"create_task({name!r}): {limiter.running} tasks are running (limit="
-                    f"{limiter.limit}) and {self._pending} wait (pending_limit="
-                    f"{self._pending_limit}); wait for some to end or raise the limits"
-                )
+            queued = False
+            if limiter is not None:
+                queued = not limiter._try_acquire()
+                if queued and self._pending_limit is not None and (
+                    self._pending >= self._pending_limit
+                ):
+                    raise TaskLimitError(
+                        f"create_task({name!r}): {limiter.running} tasks are running (limit="
+                        f"{limiter.limit}) and {self._pending} wait (pending_limit="
+                        f"{self._pending_limit}); wait for some to end or raise the limits"
+                    )
         except Exception as exc:
             raise self._refuse(handler, exc) from None
         try:
@@ -260,7 +277,7 @@ class Supervisor(TaskRunning):
             name = f"{base}-{task_id}"
             while name in self._tasks:  # a user took this name explicitly
                 name = f"{name}'"
-        now = trio.current_time()  # the one clock read of a task's start
+        now = self._now()  # the one clock read of a task's start
         # The deadline goes into the scope as it is made (setting it later costs more); a
         # pending task gets it when it starts.
         scope = (
@@ -313,7 +330,7 @@ class Supervisor(TaskRunning):
         if handle.state is not TaskState.RUNNING:
             return False
         if handle._cancel_at is None:
-            now = trio.current_time()
+            now = self._now()
             deadline = handle._scope.deadline
             if now >= deadline:
                 # The deadline already passed: it is a timeout (even if trio has not delivered
