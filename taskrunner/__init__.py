@@ -26,6 +26,7 @@ from ._core.supervisor import (
     open_supervisor,
     uninterruptible,
 )
+from ._gc import GcTuning, tune_gc
 from ._runtime import asyncio_loop, run_in_asyncio
 from ._session._vocabulary import MissingExtraError, Vocabulary
 from ._session.context import Context, DataChange, current_context
@@ -38,6 +39,7 @@ __all__ = [
     "DuplicateTaskNameError",
     "Flavor",
     "FlavorError",
+    "GcTuning",
     "Lifecycle",
     "Limiter",
     "MissingExtraError",
@@ -62,5 +64,6 @@ __all__ = [
     "open_session",
     "open_supervisor",
     "run_in_asyncio",
+    "tune_gc",
     "uninterruptible",
 ]
