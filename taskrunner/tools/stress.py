@@ -26,6 +26,8 @@ from .._core.handle import TaskState
 from .._core.records import (
     TERMINAL_RECORDS,
     Record,
+    TaskCancelled,
+    TaskTimedOut,
     TaskOutput,
     TaskRecord,
     TaskStarted,
@@ -83,6 +85,8 @@ class StressReport:
     tasks: int = 0
     events_yielded: int = 0
     events_delivered: int = 0
+    #: events yielded after the task's cancel was delivered: kept on its terminal record
+    events_kept: int = 0
     records: int = 0
     interruptions: int = 0
     latencies: list[float] = attrs.field(factory=list)
@@ -149,7 +153,12 @@ class StressReport:
         return [
             ("sessions", f"{self.config.sessions:,}"),
             ("tasks", f"{self.tasks:,}"),
-            ("events delivered", f"{self.events_delivered:,} of {self.events_yielded:,} yielded"),
+            (
+                "events delivered",
+                f"{self.events_delivered:,} of {self.events_yielded:,} yielded"
+                + (f" ({self.events_kept:,} stale, kept on terminal records)"
+                   if self.events_kept else ""),
+            ),
             ("elapsed", f"{self.elapsed:.2f} s"),
             ("tasks / s", f"{self.tasks / el:,.0f}"),
             ("events / s", f"{self.events_delivered / el:,.0f}"),
@@ -281,6 +290,11 @@ class _Checker:
         elif isinstance(record, TERMINAL_RECORDS):
             self.ended.add(tid)
             self.report.tasks += 1
+            if isinstance(record, (TaskCancelled, TaskTimedOut)) and record.result is not None:
+                # Yielded after its cancel was delivered: not forwarded (stale), but kept on
+                # the terminal record, so not lost.
+                self.outputs[tid] = self.outputs.get(tid, 0) + 1
+                self.report.events_kept += 1
 
     def finish(self) -> None:
         if not self.session_ended:
