@@ -315,10 +315,17 @@ class Supervisor(TaskRunning):
 
     # ------------------------------------------------------------------ cancelling
 
-    def _cancel(self, handle: TaskHandle, reason: str | None, origin: str | None = None) -> bool:
+    def _cancel(
+        self,
+        handle: TaskHandle,
+        reason: str | None,
+        origin: str | None = None,
+        now: float | None = None,
+    ) -> bool:
         """Cancel ``handle`` for ``reason`` (None: its timeout); False if it had ended.
 
         The first cancellation decides how the task is reported; later ones change nothing.
+        A caller cancelling many tasks passes one clock reading ``now`` for all of them.
         """
         if handle.state is TaskState.PENDING:
             handle.cancel_reason = reason or "closed"
@@ -330,18 +337,20 @@ class Supervisor(TaskRunning):
         if handle.state is not TaskState.RUNNING:
             return False
         if handle._cancel_at is None:
-            now = self._now()
-            deadline = handle._scope.deadline
+            if now is None:
+                now = self._now()
+            scope = handle._scope
+            deadline = scope.deadline
             if now >= deadline:
                 # The deadline already passed: it is a timeout (even if trio has not delivered
                 # it yet), cancelled at its deadline and watched as such.
                 handle._cancel_at = deadline
-                handle._scope.cancel()
+                scope.cancel()
                 return True
             if reason is not None:
                 handle.cancel_reason = reason
                 handle.cancel_origin = origin
-            handle._scope.cancel()
+            scope.cancel()
             handle._cancel_at = now
             if self._watch is not None:
                 self._watch.cancelled(handle, now)
@@ -392,6 +401,7 @@ class Supervisor(TaskRunning):
         self._check_caller("cancel_interruptible_tasks")
         me = self._caller()
         count = 0
+        now = self._now()
         for handle in list(self._tasks.values()):
             if handle.interruptible and handle is not me:
                 if handle._shield_depth and handle.state is TaskState.RUNNING:
@@ -399,7 +409,7 @@ class Supervisor(TaskRunning):
                     if handle.cancel_origin is None:
                         handle.cancel_origin = origin
                     count += 1
-                elif self._cancel(handle, "interrupted", origin):
+                elif self._cancel(handle, "interrupted", origin, now):
                     count += 1
         return count
 
@@ -413,8 +423,9 @@ class Supervisor(TaskRunning):
         if origin is None:
             origin = "handler" if me is None else f"task:{me.name}"
         count = 0
+        now = self._now()
         for handle in list(self._tasks.values()):
-            if handle is not me and self._cancel(handle, "cancel_all", origin):
+            if handle is not me and self._cancel(handle, "cancel_all", origin, now):
                 count += 1
         return count
 
@@ -524,8 +535,9 @@ class Supervisor(TaskRunning):
 
     async def _aclose(self) -> None:
         self.state = Lifecycle.CLOSED
+        now = self._now()
         for handle in list(self._tasks.values()):
-            self._cancel(handle, "closed", "close")
+            self._cancel(handle, "closed", "close", now)
         while self._tasks or self._jobs:
             await self._idle_lot.park()
         if self._watch is not None:
