@@ -260,6 +260,16 @@ async def asyncio_loop() -> Any:
     return shared.loop
 
 
+def _ready_loop() -> Any:
+    """The loop :func:`asyncio_loop` would return, when it is open already (else None):
+    the per-task path, without a coroutine call."""
+    adopted = trio_asyncio.current_loop.get()
+    if adopted is not None:
+        return None  # an application's loop: asyncio_loop() checks and prepares it
+    shared = _shared_loop.get()
+    return None if shared is None else shared.loop
+
+
 async def run_in_asyncio(fn: Callable[..., Awaitable[T]], *args: Any) -> T:
     """Run the asyncio function ``fn(*args)`` on taskrunner's asyncio loop and return its
     result (trio code). Use it to make (and close) long-lived asyncio clients shared by every
@@ -329,8 +339,13 @@ async def _await_asyncio(loop: Any, coro: Awaitable[Any], handle: TaskHandle | N
 
     try:
         result = await trio.lowlevel.wait_task_rescheduled(abort)
-    except asyncio.CancelledError as exc:
-        if raise_cancel is not None:
+    except BaseException as exc:
+        # Cancelled before its first step: asyncio never started the coroutine. Close it, so
+        # Python does not warn that it was never awaited. (Only on this path: a task that
+        # returned has run its coroutine to the end.)
+        if inspect.iscoroutine(coro) and inspect.getcoroutinestate(coro) == "CORO_CREATED":
+            coro.close()
+        if isinstance(exc, asyncio.CancelledError) and raise_cancel is not None:
             try:
                 raise_cancel()
             finally:
@@ -339,10 +354,6 @@ async def _await_asyncio(loop: Any, coro: Awaitable[Any], handle: TaskHandle | N
     finally:
         if handle is not None:
             handle._aio_task = None
-        # Cancelled before its first step: asyncio never started the coroutine. Close it, so
-        # Python does not warn that it was never awaited.
-        if inspect.iscoroutine(coro) and inspect.getcoroutinestate(coro) == "CORO_CREATED":
-            coro.close()
     if isinstance(result, _Escape):
         raise result.exc
     return result
@@ -359,7 +370,9 @@ class AsyncioRunner:
         Cancellation from trio (cancel, interruption, timeout, close) cancels the asyncio task;
         its ``CancelledError`` becomes trio's ``Cancelled`` again.
         """
-        loop = await asyncio_loop()
+        loop = _ready_loop()
+        if loop is None:
+            loop = await asyncio_loop()
         if is_gen:
             return await _await_asyncio(loop, _drive(sup, handle, body, loop), handle)
         return await _await_asyncio(loop, body, handle)
