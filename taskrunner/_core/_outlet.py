@@ -7,8 +7,6 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from typing import Any
 
-import trio
-
 from ._flavored import flavored, in_asyncio
 from ._task_context import APPENDED, FULL, STALE
 from .handle import TaskHandle

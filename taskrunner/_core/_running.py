@@ -19,7 +19,7 @@ from ._limiter import Limiter
 from ._outlet import RecordOutlet
 from ._task_context import APPENDED, FULL, FlavorRunner, _claimed, _current_task
 from ._watch import StuckWatch
-from .handle import TaskHandle, TaskInfo, TaskState
+from .handle import TaskHandle, TaskState
 from .records import (
     Record,
     TaskCancelled,

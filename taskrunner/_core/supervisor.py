@@ -5,10 +5,10 @@ from __future__ import annotations
 import logging
 import math
 import time
-from threading import get_ident as _get_ident
 from collections import deque
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Coroutine
 from contextlib import asynccontextmanager
+from threading import get_ident as _get_ident
 from typing import Any, Literal, TypeAlias
 
 import trio

@@ -27,10 +27,10 @@ from .._core.records import (
     TERMINAL_RECORDS,
     Record,
     TaskCancelled,
-    TaskTimedOut,
     TaskOutput,
     TaskRecord,
     TaskStarted,
+    TaskTimedOut,
 )
 from .._session.agent_events import Event, StartEvent, StopEvent, TextEvent
 from .._session.context import Context
