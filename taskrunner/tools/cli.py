@@ -22,6 +22,7 @@ import trio
 import trio.testing
 
 from .._core.supervisor import Flavor
+from .._gc import tune_gc
 from .._session._vocabulary import (
     VOCABULARIES,
     MissingExtraError,
@@ -75,6 +76,12 @@ def _add_output_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ui", action="store_true", help="serve the debugger page while it runs")
     _add_server_options(p)
     p.add_argument("--record", metavar="FILE.jsonl", help="record every record as JSON lines")
+    p.add_argument(
+        "--no-tune-gc",
+        action="store_true",
+        help="keep CPython's GC settings (default: taskrunner.tune_gc() once the agent module "
+        "is loaded)",
+    )
 
 
 def _add_server_options(p: argparse.ArgumentParser) -> None:
@@ -345,6 +352,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             events=events,
         )
 
+    if not args.no_tune_gc:
+        # Start-up is over (the agent module and its imports are loaded): a long-running
+        # session process collects less often and never re-walks those objects again.
+        tune_gc()
     try:
         trio.run(_run_with_tools, args, conversation, clock=clock)
     except KeyboardInterrupt:
