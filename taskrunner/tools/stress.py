@@ -589,7 +589,7 @@ async def run_baseline(config: StressConfig, *, progress: Any = None) -> StressR
 class _ProgressLine:
     """One live line on stderr (rewritten in place on a terminal, every few seconds else)."""
 
-    def __init__(self, label: str, expected: int, stream: Any = None) -> None:
+    def __init__(self, label: str, expected: int | None, stream: Any = None) -> None:
         self.label = label
         self.expected = expected
         self.stream = sys.stderr if stream is None else stream
@@ -598,14 +598,15 @@ class _ProgressLine:
 
     def __call__(self, report: StressReport, live: int) -> None:
         now = time.monotonic()
-        final = live == 0 and report.elapsed > 0 and report.tasks >= self.expected
+        final = live == 0 and report.elapsed > 0 and report.tasks >= (self.expected or 1)
         if not self.tty and now - self.last < 5 and not final:
             return
         self.last = now
         el = max(report.elapsed, 1e-9)
         line = (
             f"[{self.label}] {report.elapsed:6.1f} s  live {live:,}  ended {report.tasks:,}"
-            f"/{self.expected:,}  interruptions {report.interruptions:,}  "
+            f"{'' if self.expected is None else f'/{self.expected:,}'}  "
+            f"interruptions {report.interruptions:,}  "
             f"p50 {report.percentile(50) * 1e3:.1f} ms  p99 {report.percentile(99) * 1e3:.1f} ms"
             f"  CPU {100 * report.cpu_seconds / el:.0f}%  full GC {report.gc_collections[2]}"
         )
@@ -646,7 +647,8 @@ def main_stress(args: Any) -> int:
     if not args.no_tune_gc:
         tuning = tune_gc()
         gc_note = f"tune_gc(): thresholds {tuning.thresholds}, {tuning.frozen:,} objects frozen"
-    expected = config.sessions * config.tasks_per_session
+    # one wave per session without --duration; with it, as many as fit
+    expected = None if config.duration else config.sessions * config.tasks_per_session
 
     def line(label: str) -> Any:
         return None if args.no_progress else _ProgressLine(label, expected)
