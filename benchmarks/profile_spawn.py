@@ -62,14 +62,16 @@ def main() -> int:
     n = int(sys.argv[1]) if len(sys.argv) > 1 else 10_000
     rounds = 5
     gc.disable()
-    rows = [
-        ("trio floor: start_soon, each task in its own CancelScope", best(raw_trio_scoped, n, rounds)),
-        ("create_task, no reader", best(lambda k: taskrunner_spawn(k, timeout=None, reader=False), n, rounds)),
-        ("create_task, with its reader", best(lambda k: taskrunner_spawn(k, timeout=None), n, rounds)),
-        ("create_task, timeout=30, with its reader", best(lambda k: taskrunner_spawn(k, timeout=30), n, rounds)),
+    cases: list[tuple[str, Any]] = [
+        ("trio floor: start_soon, each task in its own CancelScope", raw_trio_scoped),
+        ("create_task, no reader", lambda k: taskrunner_spawn(k, timeout=None, reader=False)),
+        ("create_task, with its reader", lambda k: taskrunner_spawn(k, timeout=None)),
+        ("create_task, timeout=30, with its reader", lambda k: taskrunner_spawn(k, timeout=30)),
     ]
+    rows = [(label, best(fn, n, rounds)) for label, fn in cases]
     gc.enable()
-    rows.append(("create_task, with its reader, GC on", best(lambda k: taskrunner_spawn(k, timeout=None), n, rounds)))
+    with_gc = best(lambda k: taskrunner_spawn(k, timeout=None), n, rounds)
+    rows.append(("create_task, with its reader, GC on", with_gc))
     rows.append(("trio floor, GC on", best(raw_trio_scoped, n, rounds)))
     print(f"spawn + complete, N={n:,}, CPU time per task (best of {rounds}), GC off unless said\n")
     print("| case | us/task |\n|---|---:|")
