@@ -490,9 +490,11 @@ async def _raw_session(
     started: list[int],
     origin: float,
 ) -> None:
-    """The same workload in raw trio: the same random mix of tasks (asyncio-flavoured ones
-    run as trio code), each interruptible one in a cancel scope of its own, an interruption
-    cancelling that group of scopes; outputs go to a reader through a memory channel."""
+    """The same workload in raw trio: the same random mix of tasks, each interruptible one in
+    a cancel scope of its own, an interruption cancelling that group of scopes; outputs go to
+    a reader through a memory channel. The asyncio share runs as asyncio code through bare
+    trio-asyncio (``aio_as_trio``, on a loop opened by :func:`run_baseline`), so that the
+    comparison holds trio-asyncio's own cost on both sides."""
     rng = random.Random(config.seed * 1_000_003 + index)
     send, receive = trio.open_memory_channel[Any](1024)
     scopes: dict[int, trio.CancelScope] = {}
@@ -501,11 +503,26 @@ async def _raw_session(
     idle = [trio.Event()]
     next_id = [0]
 
+    async def aio_work(n: int, fail_at: int | None) -> None:
+        # asyncio code, as an asyncio-flavoured task's: sleeps in asyncio, hands each event
+        # over without waiting (the channel's reader keeps up; a full one fails loudly).
+        for i in range(n):
+            if fail_at is not None and i == fail_at:
+                raise RuntimeError(f"planned failure after {i} events")
+            await asyncio.sleep(config.event_gap)
+            report.events_yielded += 1
+            send.send_nowait(_EVENT)
+
     async def work(task_id: int, n: int, fail_at: int | None, timeout: float | None,
-                   scope: trio.CancelScope | None) -> None:
+                   scope: trio.CancelScope | None, aio: bool) -> None:
         try:
             with trio.move_on_after(math.inf if timeout is None else timeout):
                 with scope if scope is not None else trio.CancelScope():
+                    if aio:
+                        import trio_asyncio
+
+                        await trio_asyncio.aio_as_trio(aio_work)(n, fail_at)
+                        return
                     for i in range(n):
                         if fail_at is not None and i == fail_at:
                             raise RuntimeError(f"planned failure after {i} events")
@@ -543,7 +560,7 @@ async def _raw_session(
                     timing_out = config.failing <= roll < config.failing + config.timing_out
                     w = n * config.event_gap
                     timeout = w / 2 if timing_out else max(30.0, w * 10)
-                    rng.random()  # the flavour draw, as in the taskrunner run
+                    aio = rng.random() < config.asyncio_share
                     interruptible = rng.random() < config.interruptible
                     next_id[0] += 1
                     scope = trio.CancelScope() if interruptible else None
@@ -552,7 +569,7 @@ async def _raw_session(
                     running[0] += 1
                     live[0] += 1
                     nursery.start_soon(
-                        work, next_id[0], n, fail_at, timeout if w > 0 else None, scope
+                        work, next_id[0], n, fail_at, timeout if w > 0 else None, scope, aio
                     )
                 await trio.lowlevel.checkpoint()
                 if first:
@@ -583,7 +600,12 @@ async def _raw_session(
 async def run_baseline(config: StressConfig, *, progress: Any = None) -> StressReport:
     """The raw-trio version of the same workload (see :func:`_raw_session`), measured the
     same way: what taskrunner's figures are compared with."""
-    return await _measure(config, progress, _raw_session)
+    if config.asyncio_share == 0:
+        return await _measure(config, progress, _raw_session)
+    import trio_asyncio  # the baseline's asyncio share needs a loop, as taskrunner's does
+
+    async with trio_asyncio.open_loop():
+        return await _measure(config, progress, _raw_session)
 
 
 class _ProgressLine:
