@@ -139,7 +139,8 @@ def _prepare(loop: Any) -> None:
     loop._taskrunner_prepared = True
 
 
-#: How many ready asyncio callbacks taskrunner's loop runs per trio scheduling round.
+#: How many ready asyncio callbacks taskrunner's loop runs at least per trio scheduling round
+#: (all of those waiting when the round began, if there are more).
 _CALLBACKS_PER_ROUND = 64
 
 
@@ -171,7 +172,10 @@ def _run_callbacks_in_batches(loop: Any) -> bool:
             return
         receive = loop._q_recv.receive_nowait
         timers = loop._timers
-        for _ in range(_CALLBACKS_PER_ROUND - 1):
+        # As asyncio does: every callback that was ready when the round began (and at least
+        # a batch), not only one. Callbacks those add wait for the next round.
+        ready = loop._q_recv.statistics().current_buffer_used
+        for _ in range(max(_CALLBACKS_PER_ROUND - 1, ready)):
             if loop._stopped.is_set():
                 return
             if timers and timers[0]._when <= loop.time():
