@@ -3,8 +3,16 @@
 Each session runs waves of tasks of a configurable mix (async generators yielding events;
 some interruptible, failing, timing out, asyncio-flavoured), is interrupted at a given rate,
 and is read by a checker that verifies, for every task: ``TaskStarted`` first, exactly one
-terminal record, nothing after it, and as many outputs delivered as the task yielded. After
-each session closed, no task of it may be left running.
+terminal record, nothing after it, and as many outputs delivered as the task yielded (an
+output yielded after the task's cancel was delivered is kept on its terminal record instead).
+After each session closed, no task of it may be left running.
+
+Interruption latency is measured with one countdown per interruption: the ids of the
+interruptible tasks it hits; the last of them to end (its terminal record, through
+``on_record``, as it is made) records the time since ``interrupt()`` was called. ``--baseline``
+runs the same workload in raw trio (and bare trio-asyncio for the asyncio share) in the same
+process after it, and prints both side by side with their ratios. The command applies
+:func:`taskrunner.tune_gc` before the runs unless ``--no-tune-gc``.
 """
 
 from __future__ import annotations
