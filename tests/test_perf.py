@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import json
 import subprocess
 import sys
 import weakref
@@ -208,12 +209,13 @@ async def test_progress_is_called_while_running_and_at_the_end(autojump_clock: A
     assert calls[-1] == (report.tasks, 0)
 
 
-def test_stress_command_with_baseline_prints_both_side_by_side() -> None:
+def test_stress_command_with_baseline_prints_both_side_by_side(tmp_path: Any) -> None:
+    json_path = tmp_path / "stress.json"
     out = subprocess.run(
         [
             sys.executable, "-m", "taskrunner", "stress", "--sessions", "4",
             "--tasks-per-session", "4", "--events-per-task", "3", "--event-gap", "0.01",
-            "--interrupt-rate", "20", "--baseline", "--no-tune-gc",
+            "--interrupt-rate", "20", "--baseline", "--no-tune-gc", "--json", str(json_path),
         ],
         capture_output=True,
         text=True,
@@ -225,6 +227,11 @@ def test_stress_command_with_baseline_prints_both_side_by_side() -> None:
     assert "interruption latency p99" in out.stdout
     # the live progress line, on stderr
     assert "[taskrunner]" in out.stderr and "[raw trio]" in out.stderr
+    data = json.loads(json_path.read_text())
+    assert data["gc"] == "CPython defaults" and data["config"]["sessions"] == 4
+    for side in ("taskrunner", "baseline"):
+        assert len(data[side]["latencies"]) == len(data[side]["latency_starts"])
+        assert "interruption latency p99" in data[side]["figures"]
 
 
 # ---------------------------------------------------------------------------- asyncio loop

@@ -707,9 +707,32 @@ def main_stress(args: Any) -> int:
                 "" if math.isnan(ratio) else f"{ratio:.2f}x",
             )
         Console().print(side)
+    if args.json:
+        _write_json(args.json, report, base, gc_note)
     for failure in report.failures[:20]:
         print(f"FAILED: {failure}", file=sys.stderr)
     return 0 if report.ok else 1
+
+
+def _write_json(path: str, report: StressReport, base: StressReport | None, gc_note: str) -> None:
+    import json
+
+    def one(r: StressReport) -> dict[str, Any]:
+        return {
+            "figures": {label: (value, unit) for label, value, unit in r.figures()},
+            "latencies": r.latencies,
+            "latency_starts": r.latency_starts,
+            "failures": r.failures,
+        }
+
+    data = {
+        "config": attrs.asdict(report.config),
+        "gc": gc_note,
+        "taskrunner": one(report),
+        "baseline": None if base is None else one(base),
+    }
+    with open(path, "w") as f:
+        json.dump(data, f, indent=1, default=str)
 
 
 def _fmt(value: float, unit: str) -> str:
@@ -740,6 +763,7 @@ def add_stress_parser(sub: Any) -> None:
         action="store_true",
         help="also run the same workload in raw trio, and print both side by side",
     )
+    p.add_argument("--json", metavar="FILE", help="also write the figures and latencies as JSON")
     p.add_argument(
         "--no-tune-gc",
         action="store_true",
