@@ -66,6 +66,8 @@ class StressConfig:
     #: pause between two events of a task, seconds
     event_gap: float = 0.01
     seed: int = 1
+    #: seconds over which the sessions start (evenly spread); 0 starts them all at once
+    ramp: float = 0.0
 
     def __attrs_post_init__(self) -> None:
         for name in ("sessions", "tasks_per_session", "events_per_task"):
@@ -78,7 +80,7 @@ class StressConfig:
                 raise ValueError(f"--{name.replace('_', '-')} is a share in [0, 1], got {value!r}")
         if self.failing + self.timing_out > 1:
             raise ValueError("failing + timing-out shares add up to more than 1")
-        for name in ("interrupt_rate", "duration", "event_gap"):
+        for name in ("interrupt_rate", "duration", "event_gap", "ramp"):
             value = getattr(self, name)
             if not value >= 0 or math.isinf(value):
                 raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
@@ -475,7 +477,8 @@ async def _measure(config: StressConfig, progress: Any, session_fn: Any) -> Stre
             async with trio.open_nursery() as nursery:
                 for i in range(config.sessions):
                     nursery.start_soon(
-                        session_fn, i, config, report, live, deadline, started, start
+                        _start_later, i * config.ramp / config.sessions, session_fn,
+                        i, config, report, live, deadline, started, start,
                     )
             done.set()
     report.elapsed = trio.current_time() - start
@@ -484,6 +487,12 @@ async def _measure(config: StressConfig, progress: Any, session_fn: Any) -> Stre
     if progress is not None:
         progress(report, 0)
     return report
+
+
+async def _start_later(delay: float, session_fn: Any, *args: Any) -> None:
+    if delay > 0:
+        await trio.sleep(delay)
+    await session_fn(*args)
 
 
 # ---------------------------------------------------------------------------- the baseline
@@ -670,6 +679,7 @@ def main_stress(args: Any) -> int:
             duration=args.duration,
             event_gap=args.event_gap,
             seed=args.seed,
+            ramp=args.ramp,
         )
     except ValueError as exc:
         raise SystemExit(f"error: {exc}") from None
@@ -757,6 +767,12 @@ def add_stress_parser(sub: Any) -> None:
     p.add_argument("--duration", type=float, default=0.0, help="seconds of waves (0: one wave)")
     p.add_argument("--event-gap", type=float, default=0.01, help="seconds between events")
     p.add_argument("--seed", type=int, default=1)
+    p.add_argument(
+        "--ramp",
+        type=float,
+        default=0.0,
+        help="seconds over which the sessions start, evenly spread (default: all at once)",
+    )
     p.add_argument("--no-progress", action="store_true", help="no live progress line")
     p.add_argument(
         "--baseline",
