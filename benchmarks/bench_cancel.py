@@ -15,7 +15,7 @@ from harness import Group, Row, Settings, Target, per_unit, perf_counter, time_i
 
 __all__ = ["GROUP"]
 
-VS_RAW = Target(1.5)
+VS_RAW = Target(1.3)
 
 
 def raw_trio(n: int) -> float:

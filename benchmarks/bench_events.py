@@ -30,7 +30,7 @@ from taskrunner import Flavor
 __all__ = ["GROUP", "taskrunner_events"]
 
 BUFFER = 1024  # taskrunner's default max_buffer; the same bound for every case
-VS_CHANNEL = Target(0.5)
+VS_CHANNEL = Target(0.35)
 
 
 async def numbers(count: int) -> AsyncGenerator[int, None]:

@@ -12,9 +12,8 @@ from __future__ import annotations
 import asyncio
 import importlib
 import sys
-import time
 
-from harness import Figure, Group, Row, Settings, Target, run_child
+from harness import Figure, Group, Row, Settings, Target, perf_counter, run_child
 
 __all__ = ["GROUP", "asyncio_run_child"]
 
@@ -33,10 +32,10 @@ def _best_batch(runs: int, batches: int) -> tuple[float, list[float]]:
     """Seconds per ``asyncio.run``: the best of ``batches`` batches of ``runs`` runs."""
     per_run = []
     for _ in range(batches):
-        t0 = time.perf_counter()
+        t0 = perf_counter()
         for _ in range(runs):
             asyncio.run(small_coro())
-        per_run.append((time.perf_counter() - t0) / runs)
+        per_run.append((perf_counter() - t0) / runs)
     return min(per_run), per_run
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import sys
 import time
@@ -25,7 +26,7 @@ import bench_import
 import bench_memory
 import bench_sessions
 import bench_spawn
-from harness import Group, Row, Settings
+from harness import CLOCK_ENV, Group, Row, Settings, clock_name
 
 GROUPS: tuple[Group, ...] = (
     bench_spawn.GROUP,
@@ -89,6 +90,10 @@ def _versions() -> str:
     return ", ".join(parts)
 
 
+def _load(avg: tuple[float, float, float]) -> str:
+    return ", ".join(f"{v:.2f}" for v in avg)
+
+
 def _parse(argv: list[str]) -> argparse.Namespace:
     names = [g.name for g in GROUPS]
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
@@ -104,6 +109,12 @@ def _parse(argv: list[str]) -> argparse.Namespace:
         "--no-gc",
         action="store_true",
         help="disable the cyclic GC inside timed sections (to see what collection costs)",
+    )
+    p.add_argument(
+        "--wall-clock",
+        action="store_true",
+        help="time with wall-clock time (default: the process's CPU time, which other "
+        "processes on a shared machine do not inflate)",
     )
     p.add_argument("--list", action="store_true", help="print the benchmark names and exit")
     args = p.parse_args(argv)
@@ -123,11 +134,14 @@ def main(argv: list[str] | None = None) -> int:
         for g in GROUPS:
             print(f"{g.name}\t{g.title}")
         return 0
+    if args.wall_clock:
+        os.environ[CLOCK_ENV] = "wall"  # children inherit it
     settings = Settings(quick=args.quick, no_gc=args.no_gc)
     groups = [g for g in GROUPS if not args.only or g.name in args.only]
     rows: list[Row] = []
     durations: dict[str, float] = {}
     start = time.perf_counter()
+    load_before = os.getloadavg()
     for g in groups:
         # Progress goes to stderr: stdout carries only the report, ready to paste.
         print(f"[{g.name}] {g.title} ...", file=sys.stderr, flush=True)
@@ -139,8 +153,10 @@ def main(argv: list[str] | None = None) -> int:
 
     mode = "quick" if settings.quick else "full"
     print(
-        f"taskrunner benchmarks ({mode} mode{', GC off in timed sections' if args.no_gc else ''})"
-        f" — {_versions()}; {platform.machine()}, {platform.system()}; {total:.0f} s\n"
+        f"taskrunner benchmarks ({mode} mode, {clock_name()} time"
+        f"{', GC off in timed sections' if args.no_gc else ''})"
+        f" — {_versions()}; {platform.machine()}, {platform.system()}; {total:.0f} s; "
+        f"load average before/after: {_load(load_before)} / {_load(os.getloadavg())}\n"
     )
     print(format_table(rows))
     missed = [r for r in rows if r.status == "MISSED"]
@@ -152,6 +168,7 @@ def main(argv: list[str] | None = None) -> int:
                 {
                     "mode": mode,
                     "no_gc": args.no_gc,
+                    "clock": clock_name(),
                     "versions": _versions(),
                     "seconds": durations,
                     "rows": [r.to_json() for r in rows],

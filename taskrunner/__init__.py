@@ -26,6 +26,7 @@ from ._core.supervisor import (
     open_supervisor,
     uninterruptible,
 )
+from ._gc import GcTuning, tune_gc
 from ._runtime import asyncio_loop, run_in_asyncio
 from ._session._abtests import TestConcluded
 from ._session._memory import MemoryProvider, StoreMemory
@@ -59,6 +60,7 @@ __all__ = [
     "DuplicateTaskNameError",
     "Flavor",
     "FlavorError",
+    "GcTuning",
     "Lifecycle",
     "Limiter",
     "MemoryHit",
@@ -98,5 +100,6 @@ __all__ = [
     "open_store",
     "open_supervisor",
     "run_in_asyncio",
+    "tune_gc",
     "uninterruptible",
 ]

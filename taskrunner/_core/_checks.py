@@ -175,7 +175,10 @@ def coerce_handler(handler: object) -> tuple[Any, bool, str]:
     if kind is types.FunctionType and _takes_no_arguments(handler):  # type: ignore[arg-type]
         # The common case, a plain `async def` taking no arguments, checked from its code
         # object: inspect.signature() would cost more than all the rest of create_task.
-        return coerce_handler(handler())  # type: ignore[operator]
+        made = handler()  # type: ignore[operator]
+        if type(made) is types.CoroutineType:  # fresh: nothing more to check
+            return made, False, made.__name__
+        return coerce_handler(made)
     if callable(handler):
         fn_name = getattr(handler, "__qualname__", None) or safe_repr(handler, 80)
         if _is_async_callable(handler):

@@ -7,9 +7,7 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from typing import Any
 
-import trio
-
-from ._flavored import flavored
+from ._flavored import flavored, in_asyncio
 from ._task_context import APPENDED, FULL, STALE
 from .handle import TaskHandle
 from .records import Record, TaskOutput
@@ -37,15 +35,14 @@ class _RecordIterator:
         return self
 
     def __anext__(self) -> Awaitable[Record]:
-        self._stream.claim(self)
-        return flavored(self._next)
+        stream = self._stream
+        stream.claim(self)
+        if in_asyncio():
+            return flavored(self._next)
+        return stream.next_record(self)  # trio: no wrapper coroutine per record
 
     async def _next(self) -> Record:
-        try:
-            return await self._stream.get()
-        except trio.EndOfChannel:
-            self._stream.release(self)
-            raise StopAsyncIteration from None
+        return await self._stream.next_record(self)
 
 
 
@@ -56,6 +53,7 @@ class RecordOutlet:
     _seq: int
     _on_record: RecordSink | None
     _wall_offset: float
+    _now: Callable[[], float]
     session_id: str | None
 
     def emit(self, record: Record) -> None:
@@ -89,7 +87,7 @@ class RecordOutlet:
         if not self._stream.has_room():
             return False
         self._seq += 1
-        self.emit(make(self._seq, trio.current_time()))
+        self.emit(make(self._seq, self._now()))
         return True
 
     async def put(
@@ -108,7 +106,7 @@ class RecordOutlet:
             await (self._stream.wait_for_room() if wait_for_room is None else wait_for_room())
         finally:
             self._seq += 1
-            self.emit(make(self._seq, trio.current_time()))
+            self.emit(make(self._seq, self._now()))
 
     async def wait_for_room(self) -> None:
         """Wait (trio code) until the stream has room for an output."""
@@ -121,7 +119,10 @@ class RecordOutlet:
     def _output_maker(self, handle: TaskHandle, event: Any) -> Callable[[int, float], Record]:
         def make(seq: int, at: float) -> Record:
             handle.outputs += 1
-            return TaskOutput(seq, at, handle.name, handle.id, event, **self.stamp(at))
+            return TaskOutput(
+                seq, at, handle.name, handle.id, event,
+                session_id=self.session_id, wall=at + self._wall_offset,
+            )
 
         return make
 
@@ -133,12 +134,18 @@ class RecordOutlet:
         if handle._cancel_at is not None or handle._scope.cancel_called:
             handle._detail = event
             return STALE
-        if not self._stream.has_room():
+        stream = self._stream
+        if len(stream._buf) >= stream._capacity and not stream._closed:
             return FULL
         handle.outputs += 1
         self._seq += 1
-        at = trio.current_time()
-        self.emit(TaskOutput(self._seq, at, handle.name, handle.id, event, **self.stamp(at)))
+        at = self._now()
+        self.emit(
+            TaskOutput(
+                self._seq, at, handle.name, handle.id, event,
+                session_id=self.session_id, wall=at + self._wall_offset,
+            )
+        )
         return APPENDED
 
     def put_output(

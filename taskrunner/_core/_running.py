@@ -18,7 +18,7 @@ from ._limiter import Limiter
 from ._outlet import RecordOutlet
 from ._task_context import APPENDED, FULL, FlavorRunner, _claimed, _current_task
 from ._watch import StuckWatch
-from .handle import TaskHandle, TaskInfo, TaskState
+from .handle import TaskHandle, TaskState
 from .records import (
     Record,
     TaskCancelled,
@@ -39,7 +39,7 @@ class TaskRunning(RecordOutlet):
 
     _nursery: trio.Nursery
     _tasks: dict[str, TaskHandle]
-    _history: deque[TaskInfo]
+    _history: deque[tuple[Any, ...]]
     _watch: StuckWatch | None
     _limiter: Limiter | None
     _pending: int
@@ -50,34 +50,36 @@ class TaskRunning(RecordOutlet):
     def _cancel(self, handle: TaskHandle, reason: str | None, origin: str | None = None) -> bool:
         raise NotImplementedError  # the supervisor's
 
-    def _launch(self, handle: TaskHandle, now: float) -> None:
-        if handle._deadline_set:
-            # Set through handle.deadline while pending (math.inf: none): it holds. (Already
-            # past: the task ends timed out without running, nothing to watch.)
-            deadline = handle._scope.deadline
-            if self._watch is not None and deadline > now:
-                self._watch.deadline(handle, deadline, None)
-        elif handle.timeout is not None:
-            deadline = now + handle.timeout
-            handle._scope.deadline = deadline
-            if self._watch is not None:
-                self._watch.deadline(handle, deadline, handle.timeout)
+    def _launch(self, handle: TaskHandle) -> None:
+        """Start the trio task of ``handle``, whose scope already carries its deadline."""
+        watch = self._watch
+        if watch is not None:
+            if handle._deadline_set:
+                # Set through handle.deadline while pending (math.inf: none): it holds. (Already
+                # past: the task ends timed out without running, nothing to watch.)
+                deadline = handle._scope.deadline
+                if deadline > self._now():
+                    watch.deadline(handle, deadline, None)
+            elif handle.timeout is not None:
+                watch.deadline(handle, handle._scope.deadline, handle.timeout)
         self._nursery.start_soon(self._run, handle, name=handle.name)
 
     def _start_pending(self, handle: TaskHandle) -> None:
         """Called by the limiter: a slot is free for the pending ``handle``."""
         self._pending -= 1
-        now = trio.current_time()
+        now = self._now()
         handle.state = TaskState.RUNNING
         handle.started_at = now
+        if handle.timeout is not None and not handle._deadline_set:
+            handle._scope.deadline = now + handle.timeout
         self._seq += 1
         self.emit(
             TaskStarted(
                 self._seq, now, handle.name, handle.id, handle.interruptible, handle.timeout,
-                handle.flavor, **self.stamp(now),
+                handle.flavor, session_id=self.session_id, wall=now + self._wall_offset,
             )
         )
-        self._launch(handle, now)
+        self._launch(handle)
 
     def _replace(self, old: TaskHandle, caller: TaskHandle | None) -> None:
         """``old`` loses its name to a new task: it is cancelled ("replaced") and, if it is
@@ -88,18 +90,15 @@ class TaskRunning(RecordOutlet):
             del self._tasks[old.name]
             self._tasks[replaced_key(old.name, old.id)] = old
 
-    def _runner(self, handle: TaskHandle) -> FlavorRunner | None:
-        if handle.flavor == "trio":
-            return None
+    def _runner(self, handle: TaskHandle) -> FlavorRunner:
         if self._aio is None:
             from .._adapters.aio import AsyncioRunner  # loads trio-asyncio on first use
 
             self._aio = AsyncioRunner()
         return self._aio
 
-    async def _run_trio(self, handle: TaskHandle, body: Any, is_gen: bool) -> Any:
-        if not is_gen:
-            return await body
+    async def _run_generator(self, handle: TaskHandle, body: Any) -> None:
+        """Iterate a trio async generator, forwarding what it yields with backpressure."""
         stream = self._stream
         try:
             async for event in body:
@@ -112,19 +111,22 @@ class TaskRunning(RecordOutlet):
                     break
         finally:
             await body.aclose()
-        return None
 
     async def _run(self, handle: TaskHandle) -> None:
+        # The one frame a task adds above its own code: a trio coroutine task awaits its body
+        # right here (no wrapper coroutine per task).
         _current_task.set(handle)
         # The body stays on the handle while the task runs (debugging tools read its stack);
         # _end drops it.
-        body, is_gen = handle._body, handle._is_gen
-        _claimed.discard(id(body))
-        if handle.done:  # cancelled while pending: already ended
+        body = handle._body
+        if _claimed:
+            _claimed.discard(id(body))
+        if handle.state is not TaskState.RUNNING:  # cancelled while pending: already ended
             return
-        if handle._cancel_at is not None or handle._scope.cancel_called:
+        scope = handle._scope
+        if handle._cancel_at is not None or scope.cancel_called:
             # Cancelled (or timed out) before it ever ran: it does not start at all.
-            if is_gen:
+            if handle._is_gen:
                 await body.aclose()
             else:
                 body.close()
@@ -133,12 +135,16 @@ class TaskRunning(RecordOutlet):
         escalate: BaseException | None = None
         result: Any = None
         try:
-            with handle._scope:
-                runner = self._runner(handle)
-                if runner is None:
-                    result = await self._run_trio(handle, body, is_gen)
+            with scope:
+                if handle.flavor == "trio":
+                    if handle._is_gen:
+                        await self._run_generator(handle, body)
+                    else:
+                        result = await body
                 else:
-                    result = await runner.run_task(self, handle, body, is_gen)
+                    result = await self._runner(handle).run_task(
+                        self, handle, body, handle._is_gen
+                    )
         except trio.Cancelled:
             # An enclosing scope was cancelled (the supervisor's nursery): closed.
             self._end(handle, TaskState.CANCELLED, handle.cancel_reason or "closed")
@@ -152,9 +158,9 @@ class TaskRunning(RecordOutlet):
             misuse = flavor_misuse(exc, handle.flavor, f"task {handle.name!r}", "create_task")
             self._end(handle, TaskState.FAILED, exc if misuse is None else misuse)
         else:
-            if is_gen and handle._detail is not None:
+            if handle._is_gen and handle._detail is not None:
                 result = handle._detail  # a stale output kept for the terminal record
-            if handle.cancel_reason is not None or handle._scope.cancel_called:
+            if handle.cancel_reason is not None or scope.cancel_called:
                 self._end_cancelled(handle, result)
             else:
                 self._end(handle, TaskState.FINISHED, result)
@@ -173,12 +179,13 @@ class TaskRunning(RecordOutlet):
         The state changes first, then the waiters are woken, then the record is emitted (and
         ``on_record`` called), so a failing callback cannot leave a task half-ended.
         """
-        now = trio.current_time()
+        now = self._now()  # the one clock read of a task's end
         was_pending = handle.state is TaskState.PENDING
         if not was_pending:
             handle._body = None
         handle.state = state
         handle.ended_at = now
+        handle._detail = detail
         name = handle.name
         tasks = self._tasks
         if tasks.get(name) is handle:
@@ -187,37 +194,38 @@ class TaskRunning(RecordOutlet):
             for key, value in list(tasks.items()):
                 if value is handle:
                     del tasks[key]
-        if state is TaskState.FINISHED:
-            handle._detail = detail
-        elif state is TaskState.FAILED:
-            handle._detail = detail
-        else:
-            handle._detail = detail
-            if state is TaskState.CANCELLED:
-                handle.cancel_reason = detail
+        if state is TaskState.CANCELLED:
+            handle.cancel_reason = detail
         if was_pending:
             self._pending -= 1
             if self._limiter is not None:
                 self._limiter._forget(handle)
-        if self._watch is not None:
-            self._watch.ended(handle.timeout is not None, len(tasks))
+        if self._watch is not None and handle.timeout is not None:
+            self._watch.ended(True, len(tasks))
         if self._history.maxlen:
-            self._history.append(handle.info())
+            # A small tuple (the TaskInfo is made when history is read): no result, no live
+            # exception, only a failure's text.
+            self._history.append(handle._history_row())
         if handle._done is not None:
             handle._done.set()
-        if self._idle_lot and len(tasks) <= 1:
+        if len(tasks) <= 1 and self._idle_lot:
             self._idle_lot.unpark_all()
         self._seq += 1
-        stamp = self.stamp(now)
+        seq = self._seq
+        sid = self.session_id
+        wall = now + self._wall_offset
         record: Record
         if state is TaskState.FINISHED:
-            record = TaskFinished(self._seq, now, name, handle.id, detail, **stamp)
+            record = TaskFinished(seq, now, name, handle.id, detail, session_id=sid, wall=wall)
         elif state is TaskState.CANCELLED:
             record = TaskCancelled(
-                self._seq, now, name, handle.id, detail, handle.cancel_origin, result, **stamp
+                seq, now, name, handle.id, detail, handle.cancel_origin, result,
+                session_id=sid, wall=wall,
             )
         elif state is TaskState.TIMED_OUT:
-            record = TaskTimedOut(self._seq, now, name, handle.id, detail, result, **stamp)
+            record = TaskTimedOut(
+                seq, now, name, handle.id, detail, result, session_id=sid, wall=wall
+            )
             _log(
                 logging.WARNING,
                 "task %r timed out and was cancelled; raise its timeout= in create_task "
@@ -225,14 +233,13 @@ class TaskRunning(RecordOutlet):
                 name,
             )
         else:
-            record = TaskFailed(self._seq, now, name, handle.id, detail, **stamp)
+            record = TaskFailed(seq, now, name, handle.id, detail, session_id=sid, wall=wall)
             _log(logging.ERROR, "task %r failed", name, exc=detail)
         self.emit(record)
         if not was_pending and self._limiter is not None:
             # Only now may a pending task take the slot: its TaskStarted comes after this
             # terminal record, so the stream never shows more than `limit` tasks running.
             self._limiter._release()
-
 
     def _report_stuck(self, handle: TaskHandle) -> None:
         assert handle._cancel_at is not None
@@ -249,11 +256,11 @@ class TaskRunning(RecordOutlet):
         if self._aio is not None and handle.flavor == "asyncio":
             self._aio.cancel_again(handle)
         self._seq += 1
-        now = trio.current_time()
+        now = self._now()
         self.emit(
             TaskStuck(
                 self._seq, now, handle.name, handle.id, reason, handle._cancel_at,
-                handle._stuck_count, **self.stamp(now),
+                handle._stuck_count, session_id=self.session_id, wall=now + self._wall_offset,
             )
         )
 

@@ -215,22 +215,27 @@ class TaskHandle:
             return outcome.Error(TaskTimeoutError(self.name, detail))
         return outcome.Error(detail)
 
-    def info(self) -> TaskInfo:
-        """Return a frozen :class:`TaskInfo` picture of the task now."""
+    def _history_row(self) -> tuple[Any, ...]:
+        """The fields of :meth:`info`, as a tuple in :class:`TaskInfo`'s order (what history
+        keeps: cheap to make at every end; a failure is kept as text only)."""
         error = None
         if self.state is TaskState.FAILED and isinstance(self._detail, BaseException):
             error = error_to_dict(self._detail)
-        return TaskInfo(
-            name=self.name,
-            id=self.id,
-            state=self.state,
-            flavor=self.flavor,
-            interruptible=self.interruptible,
-            timeout=self.timeout,
-            started_at=self.started_at,
-            ended_at=self.ended_at,
-            outputs=self.outputs,
-            cancel_reason=self.cancel_reason,
-            cancel_origin=self.cancel_origin,
-            error=error,
+        return (
+            self.name,
+            self.id,
+            self.state,
+            self.flavor,
+            self.interruptible,
+            self.timeout,
+            self.started_at,
+            self.ended_at,
+            self.outputs,
+            self.cancel_reason,
+            self.cancel_origin,
+            error,
         )
+
+    def info(self) -> TaskInfo:
+        """Return a frozen :class:`TaskInfo` picture of the task now."""
+        return TaskInfo(*self._history_row())

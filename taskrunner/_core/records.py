@@ -126,12 +126,17 @@ class _Converter:
         return safe_repr(value)
 
 
-@attrs.frozen
+@attrs.define
 class Record:
     """Base of every record on a supervisor's (or session's) stream.
 
     ``seq`` increases by one for each record of a stream; ``at`` is the trio clock when the
     record was made.
+
+    Records are values: treat them as read-only. The task records are slotted attrs classes
+    that are *not* frozen (a frozen class's ``__init__`` costs about four times as much, paid
+    for every start, output and end); nothing in taskrunner changes a record once it is on the
+    stream, and no code may.
     """
 
     seq: int
@@ -158,7 +163,11 @@ class Record:
         return out
 
 
-@attrs.frozen
+# The task records are made once or more per task, so their ``__init__`` is written out
+# (attrs would generate the same assignments, with more overhead per call).
+
+
+@attrs.define
 class TaskRecord(Record):
     """A record about one task: ``task`` is its name, ``task_id`` its supervisor-unique id."""
 
@@ -168,7 +177,7 @@ class TaskRecord(Record):
     source: ClassVar[str] = "task"
 
 
-@attrs.frozen
+@attrs.define(init=False)
 class TaskStarted(TaskRecord):
     """The task was created; always the task's first record, issued by ``create_task``."""
 
@@ -176,8 +185,31 @@ class TaskStarted(TaskRecord):
     timeout: float | None
     flavor: str
 
+    def __init__(
+        self,
+        seq: int,
+        at: float,
+        task: str,
+        task_id: int,
+        interruptible: bool,
+        timeout: float | None,
+        flavor: str,
+        *,
+        session_id: str | None = None,
+        wall: float = 0.0,
+    ) -> None:
+        self.seq = seq
+        self.at = at
+        self.task = task
+        self.task_id = task_id
+        self.interruptible = interruptible
+        self.timeout = timeout
+        self.flavor = flavor
+        self.session_id = session_id
+        self.wall = wall
 
-@attrs.frozen
+
+@attrs.define
 class TaskQueued(TaskRecord):
     """The task was created while its supervisor's ``limit`` of running tasks was reached: it
     waits (``TaskState.PENDING``) and its ``TaskStarted`` follows when it starts. Issued by
@@ -189,28 +221,66 @@ class TaskQueued(TaskRecord):
     limit: int
 
 
-@attrs.frozen
+@attrs.define(init=False)
 class TaskOutput(TaskRecord):
     """An async-generator task yielded ``event``."""
 
     event: Any
 
+    def __init__(
+        self,
+        seq: int,
+        at: float,
+        task: str,
+        task_id: int,
+        event: Any,
+        *,
+        session_id: str | None = None,
+        wall: float = 0.0,
+    ) -> None:
+        self.seq = seq
+        self.at = at
+        self.task = task
+        self.task_id = task_id
+        self.event = event
+        self.session_id = session_id
+        self.wall = wall
 
-@attrs.frozen
+
+@attrs.define(init=False)
 class TaskFinished(TaskRecord):
     """Terminal: the task returned ``result`` (None for an async generator)."""
 
     result: Any
 
+    def __init__(
+        self,
+        seq: int,
+        at: float,
+        task: str,
+        task_id: int,
+        result: Any,
+        *,
+        session_id: str | None = None,
+        wall: float = 0.0,
+    ) -> None:
+        self.seq = seq
+        self.at = at
+        self.task = task
+        self.task_id = task_id
+        self.result = result
+        self.session_id = session_id
+        self.wall = wall
 
-@attrs.frozen
+
+@attrs.define
 class TaskFailed(TaskRecord):
     """Terminal: the task raised ``error``."""
 
     error: BaseException
 
 
-@attrs.frozen
+@attrs.define(init=False)
 class TaskCancelled(TaskRecord):
     """Terminal: the task was cancelled before it finished.
 
@@ -225,8 +295,31 @@ class TaskCancelled(TaskRecord):
     origin: str | None = None
     result: Any = None
 
+    def __init__(
+        self,
+        seq: int,
+        at: float,
+        task: str,
+        task_id: int,
+        reason: str,
+        origin: str | None = None,
+        result: Any = None,
+        *,
+        session_id: str | None = None,
+        wall: float = 0.0,
+    ) -> None:
+        self.seq = seq
+        self.at = at
+        self.task = task
+        self.task_id = task_id
+        self.reason = reason
+        self.origin = origin
+        self.result = result
+        self.session_id = session_id
+        self.wall = wall
 
-@attrs.frozen
+
+@attrs.define
 class TaskTimedOut(TaskRecord):
     """Terminal: the task ran past its deadline and was cancelled.
 
@@ -238,7 +331,7 @@ class TaskTimedOut(TaskRecord):
     result: Any = None
 
 
-@attrs.frozen
+@attrs.define
 class TaskStuck(TaskRecord):
     """Not terminal: the task was cancelled at ``since`` (``reason``) and is still running.
 

@@ -45,7 +45,9 @@ class RecordStream(Generic[T]):
         "_owner",
         "_puts",
         "_reader_lot",
+        "_reader_parked",
         "_writer_lot",
+        "_writers_parked",
     )
 
     def __init__(self, capacity: int) -> None:
@@ -60,6 +62,10 @@ class RecordStream(Generic[T]):
         self._closed = False
         self._reader_lot = ParkingLot()
         self._writer_lot = ParkingLot()
+        # Whether someone waits in each lot, kept here: a ParkingLot's truth test is a Python
+        # call, and these are tested at every record.
+        self._reader_parked = False
+        self._writers_parked = 0
         self._puts = 0
         self._gets = 0
         self._owner: weakref.ref[Any] | None = None
@@ -95,7 +101,8 @@ class RecordStream(Generic[T]):
     def put_nowait(self, record: T) -> None:
         """Append ``record`` whatever the buffer holds, and wake the reader."""
         self._buf.append(record)
-        if self._reader_lot:
+        if self._reader_parked:
+            self._reader_parked = False
             self._reader_lot.unpark()
 
     def _wake_writers(self) -> None:
@@ -112,7 +119,11 @@ class RecordStream(Generic[T]):
     async def wait_for_room(self) -> None:
         """Wait until :meth:`has_room`. A checkpoint; cancellable."""
         while not self.has_room():
-            await self._writer_lot.park()
+            self._writers_parked += 1
+            try:
+                await self._writer_lot.park()
+            finally:
+                self._writers_parked -= 1
 
     async def after_put(self) -> None:
         """The checkpoint that follows a fast-path append (see ``_YIELD_EVERY``)."""
@@ -128,10 +139,18 @@ class RecordStream(Generic[T]):
 
         Raises :class:`StreamBusyError` if another task is already waiting to read.
         """
+        try:
+            return await self.next_record(None)
+        except StopAsyncIteration:
+            raise trio.EndOfChannel from None
+
+    async def next_record(self, reader: Any) -> T:
+        """:meth:`get` for an ``async for`` reader: ``StopAsyncIteration`` (and the stream
+        released by ``reader``) once closed and drained. One coroutine per record read."""
         buf = self._buf
         if buf:
             record = buf.popleft()
-            if self._writer_lot and len(buf) <= self._low_water:
+            if self._writers_parked and len(buf) <= self._low_water:
                 self._wake_writers()
             self._gets += 1
             try:
@@ -147,14 +166,20 @@ class RecordStream(Generic[T]):
             return record
         while not buf:
             if self._closed:
-                raise trio.EndOfChannel
+                if reader is not None:
+                    self.release(reader)
+                raise StopAsyncIteration
             if self._reader_lot:
                 raise StreamBusyError(
                     "another task is already reading this stream; it has one reader at a time"
                 )
-            await self._reader_lot.park()
+            self._reader_parked = True
+            try:
+                await self._reader_lot.park()
+            finally:
+                self._reader_parked = False
         record = buf.popleft()
-        if self._writer_lot and len(buf) <= self._low_water:
+        if self._writers_parked and len(buf) <= self._low_water:
             self._wake_writers()
         return record
 

@@ -8,6 +8,7 @@ import time
 from collections import deque
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Coroutine
 from contextlib import asynccontextmanager
+from threading import get_ident as _get_ident
 from typing import Any, Literal, TypeAlias
 
 import trio
@@ -104,11 +105,13 @@ class Supervisor(TaskRunning):
         self._flavor: Flavor = flavor
         self._stream: RecordStream[Record] = RecordStream(max_buffer)
         self._tasks: dict[str, TaskHandle] = {}
-        self._history: deque[TaskInfo] = deque(maxlen=history)
+        # finished tasks as TaskInfo field tuples (see TaskHandle._history_row)
+        self._history: deque[tuple[Any, ...]] = deque(maxlen=history)
         self._next_id = 0
         self._seq = 0
         self.state = Lifecycle.OPEN
         self._token = trio.lowlevel.current_trio_token()
+        self._thread = _get_ident()
         self._idle_lot = ParkingLot()
         self._stuck_after = stuck_after
         self._watch: StuckWatch | None = None
@@ -122,7 +125,10 @@ class Supervisor(TaskRunning):
         self._pending_limit = pending_limit
         self._on_duplicate: OnDuplicate = on_duplicate
         self.session_id = session_id
-        self._wall_offset = time.time() - trio.current_time()
+        # The run's clock, read directly: trio.current_time() is three Python calls deep, and
+        # it is read at every start, output and end.
+        self._now: Callable[[], float] = trio.lowlevel.current_clock().current_time
+        self._wall_offset = time.time() - self._now()
         self._jobs = 0
         self._before_close: list[Callable[[], None]] = []
 
@@ -197,48 +203,63 @@ class Supervisor(TaskRunning):
                 handler, SupervisorClosedError(f"create_task({name!r}): the supervisor {why}")
             )
         try:
-            self._check_caller("create_task")
+            if _get_ident() != self._thread:
+                # Not the opening run's thread: the exact WrongContextError. (While the
+                # supervisor is open, its thread runs no other trio run, so the same thread
+                # means the same run: the token check is only needed for other threads.)
+                self._check_caller("create_task")
             if name is not None:
-                if not isinstance(name, str):
-                    raise TypeError(
-                        f"name must be a str or None, got {type(name).__name__}: {name!r:.80}"
-                    )
+                if type(name) is not str:
+                    if not isinstance(name, str):
+                        raise TypeError(
+                            f"name must be a str or None, got {type(name).__name__}: "
+                            f"{name!r:.80}"
+                        )
                 if not name:
                     raise ValueError("name must be a non-empty string or None, got ''")
             if timeout == "default":
                 timeout = self._default_timeout
             elif timeout is not None:
                 timeout = check_timeout(timeout, "timeout")
-            if not isinstance(interruptible, bool):
+            if interruptible is not False and interruptible is not True:
                 raise TypeError(
                     f"interruptible must be True or False, got {type(interruptible).__name__}: "
                     f"{interruptible!r:.80}"
                 )
             flavor = self._flavor if flavor is None else check_flavor(flavor)
-            policy = self._on_duplicate if on_duplicate is None else _check_dup(on_duplicate)
-            old = self._tasks.get(name) if name is not None else None
-            if old is not None and policy == "error":
-                raise DuplicateTaskNameError(
-                    f"a task named {name!r} is still {old.state.value}; names must be unique "
-                    f"among unfinished tasks (pick another name, name=None for a generated "
-                    f"one, or on_duplicate='replace')"
-                )
+            old = None
+            if name is not None:
+                old = self._tasks.get(name)
+                if old is not None and (
+                    self._on_duplicate if on_duplicate is None else _check_dup(on_duplicate)
+                ) == "error":
+                    raise DuplicateTaskNameError(
+                        f"a task named {name!r} is still {old.state.value}; names must be "
+                        f"unique among unfinished tasks (pick another name, name=None for a "
+                        f"generated one, or on_duplicate='replace')"
+                    )
+            if on_duplicate is not None and old is None:
+                _check_dup(on_duplicate)
             limiter = self._limiter
-            queued = limiter is not None and not limiter._try_acquire()
-            if queued and self._pending_limit is not None and (
-                self._pending >= self._pending_limit
-            ):
-                assert limiter is not None
-                raise TaskLimitError(
-                    f"create_task({name!r}): {limiter.running} tasks are running (limit="
-                    f"{limiter.limit}) and {self._pending} wait (pending_limit="
-                    f"{self._pending_limit}); wait for some to end or raise the limits"
-                )
+            queued = False
+            if limiter is not None:
+                queued = not limiter._try_acquire()
+                if queued and self._pending_limit is not None and (
+                    self._pending >= self._pending_limit
+                ):
+                    raise TaskLimitError(
+                        f"create_task({name!r}): {limiter.running} tasks are running (limit="
+                        f"{limiter.limit}) and {self._pending} wait (pending_limit="
+                        f"{self._pending_limit}); wait for some to end or raise the limits"
+                    )
         except Exception as exc:
             raise self._refuse(handler, exc) from None
         try:
             body, is_gen, base = coerce_handler(handler)
-            if id(body) in _claimed:
+            # Only an object the caller passed can be given twice (one made here by calling
+            # the function is nobody else's).
+            given = body is handler and not is_gen
+            if given and id(body) in _claimed:
                 raise ValueError(
                     f"{safe_repr(body, 80)} was already given to create_task and has not "
                     f"started yet; one coroutine object makes one task"
@@ -256,13 +277,18 @@ class Supervisor(TaskRunning):
             name = f"{base}-{task_id}"
             while name in self._tasks:  # a user took this name explicitly
                 name = f"{name}'"
-        now = trio.current_time()
-        handle = TaskHandle(
-            self, name, task_id, interruptible, timeout, flavor, now, trio.CancelScope()
+        now = self._now()  # the one clock read of a task's start
+        # The deadline goes into the scope as it is made (setting it later costs more); a
+        # pending task gets it when it starts.
+        scope = (
+            trio.CancelScope(deadline=now + timeout)
+            if timeout is not None and not queued
+            else trio.CancelScope()
         )
+        handle = TaskHandle(self, name, task_id, interruptible, timeout, flavor, now, scope)
         handle._body = body
         handle._is_gen = is_gen
-        if type(body).__name__ == "coroutine":
+        if given:
             _claimed.add(id(body))
         self._tasks[name] = handle
         self._seq += 1
@@ -280,18 +306,26 @@ class Supervisor(TaskRunning):
             return handle
         self.emit(
             TaskStarted(
-                self._seq, now, name, task_id, interruptible, timeout, flavor, **self.stamp(now)
+                self._seq, now, name, task_id, interruptible, timeout, flavor,
+                session_id=self.session_id, wall=now + self._wall_offset,
             )
         )
-        self._launch(handle, now)
+        self._launch(handle)
         return handle
 
     # ------------------------------------------------------------------ cancelling
 
-    def _cancel(self, handle: TaskHandle, reason: str | None, origin: str | None = None) -> bool:
+    def _cancel(
+        self,
+        handle: TaskHandle,
+        reason: str | None,
+        origin: str | None = None,
+        now: float | None = None,
+    ) -> bool:
         """Cancel ``handle`` for ``reason`` (None: its timeout); False if it had ended.
 
         The first cancellation decides how the task is reported; later ones change nothing.
+        A caller cancelling many tasks passes one clock reading ``now`` for all of them.
         """
         if handle.state is TaskState.PENDING:
             handle.cancel_reason = reason or "closed"
@@ -303,18 +337,20 @@ class Supervisor(TaskRunning):
         if handle.state is not TaskState.RUNNING:
             return False
         if handle._cancel_at is None:
-            now = trio.current_time()
-            deadline = handle._scope.deadline
+            if now is None:
+                now = self._now()
+            scope = handle._scope
+            deadline = scope.deadline
             if now >= deadline:
                 # The deadline already passed: it is a timeout (even if trio has not delivered
                 # it yet), cancelled at its deadline and watched as such.
                 handle._cancel_at = deadline
-                handle._scope.cancel()
+                scope.cancel()
                 return True
             if reason is not None:
                 handle.cancel_reason = reason
                 handle.cancel_origin = origin
-            handle._scope.cancel()
+            scope.cancel()
             handle._cancel_at = now
             if self._watch is not None:
                 self._watch.cancelled(handle, now)
@@ -374,6 +410,7 @@ class Supervisor(TaskRunning):
         if origin is None:
             origin = "handler" if me is None else f"task:{me.name}"
         count = 0
+        now = self._now()
         for handle in list(self._tasks.values()):
             if handle.interruptible and handle is not me:
                 if handle._shield_depth and handle.state is TaskState.RUNNING:
@@ -381,7 +418,7 @@ class Supervisor(TaskRunning):
                     if handle.cancel_origin is None:
                         handle.cancel_origin = origin
                     count += 1
-                elif self._cancel(handle, "interrupted", origin):
+                elif self._cancel(handle, "interrupted", origin, now):
                     count += 1
         return count
 
@@ -395,8 +432,9 @@ class Supervisor(TaskRunning):
         if origin is None:
             origin = "handler" if me is None else f"task:{me.name}"
         count = 0
+        now = self._now()
         for handle in list(self._tasks.values()):
-            if handle is not me and self._cancel(handle, "cancel_all", origin):
+            if handle is not me and self._cancel(handle, "cancel_all", origin, now):
                 count += 1
         return count
 
@@ -446,9 +484,9 @@ class Supervisor(TaskRunning):
         handle = self._tasks.get(name)
         if handle is not None:
             return handle
-        for old in reversed(self._history):
-            if old.name == name:
-                return old
+        for row in reversed(self._history):
+            if row[0] == name:
+                return TaskInfo(*row)
         return None
 
     def snapshot(self) -> tuple[TaskInfo, ...]:
@@ -457,7 +495,9 @@ class Supervisor(TaskRunning):
         History keeps at most ``history`` finished tasks, as text (a failure's type, message
         and traceback), never their results or live exceptions."""
         self._check_caller("snapshot")
-        return tuple(self._history) + tuple(h.info() for h in self._tasks.values())
+        return tuple(TaskInfo(*row) for row in self._history) + tuple(
+            h.info() for h in self._tasks.values()
+        )
 
     @property
     def closed(self) -> bool:
@@ -508,8 +548,9 @@ class Supervisor(TaskRunning):
 
     async def _aclose(self) -> None:
         self.state = Lifecycle.CLOSED
+        now = self._now()
         for handle in list(self._tasks.values()):
-            self._cancel(handle, "closed", "close")
+            self._cancel(handle, "closed", "close", now)
         while self._tasks or self._jobs:
             await self._idle_lot.park()
         if self._watch is not None:

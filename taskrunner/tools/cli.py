@@ -24,6 +24,7 @@ import trio
 import trio.testing
 
 from .._core.supervisor import Flavor
+from .._gc import tune_gc
 from .._session._vocabulary import (
     VOCABULARIES,
     MissingExtraError,
@@ -89,6 +90,13 @@ def _add_output_options(p: argparse.ArgumentParser) -> None:
     )
     add_tool_options(p)
     from .store_cli import add_store_option
+
+    p.add_argument(
+        "--no-tune-gc",
+        action="store_true",
+        help="keep CPython's GC settings (default: taskrunner.tune_gc() once the agent module "
+        "is loaded)",
+    )
 
     add_store_option(p)
     p.add_argument(
@@ -420,6 +428,10 @@ def _main(argv: Sequence[str] | None) -> int:
             input_timeout=args.input_timeout,
         )
 
+    if not args.no_tune_gc:
+        # Start-up is over (the agent module and its imports are loaded): a long-running
+        # session process collects less often and never re-walks those objects again.
+        tune_gc()
     with open_tools(args) as tools:
         trio.run(_run_with_tools, args, tools, conversation, clock=clock)
     return 0

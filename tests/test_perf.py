@@ -1,0 +1,278 @@
+"""The lean core (issue 9): what the cheaper records, history, GC policy, stress runner and
+asyncio loop must still guarantee. No figure is asserted here: speed is measured by
+benchmarks/run.py and ``python -m taskrunner stress``, never by tests."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import json
+import subprocess
+import sys
+import weakref
+from typing import Any
+
+import attrs
+import pytest
+import trio
+import trio.testing
+from helpers import of_task, supervised
+
+import taskrunner
+from taskrunner.events import (
+    TaskCancelled,
+    TaskFailed,
+    TaskFinished,
+    TaskOutput,
+    TaskStarted,
+)
+from taskrunner.tools.stress import StressConfig, run_baseline, run_stress
+
+
+@pytest.fixture(params=["trio", "asyncio"])
+def flavor(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+def sleeper(flavor: str) -> Any:
+    return trio.sleep if flavor == "trio" else asyncio.sleep
+
+
+# ---------------------------------------------------------------------------- records
+
+
+def test_task_records_keep_their_fields_and_json_form() -> None:
+    started = TaskStarted(1, 2.5, "t", 7, True, 30.0, "trio", session_id="s", wall=100.0)
+    assert [f.name for f in attrs.fields(TaskStarted)] == [
+        "seq", "at", "session_id", "wall", "task", "task_id", "interruptible", "timeout",
+        "flavor",
+    ]
+    assert started.to_dict() == {
+        "type": "TaskStarted", "source": "task", "task": "t", "task_id": 7, "seq": 1,
+        "at": 2.5, "session_id": "s", "wall": 100.0, "interruptible": True, "timeout": 30.0,
+        "flavor": "trio",
+    }
+    cancelled = TaskCancelled(3, 4.0, "t", 7, "interrupted", "handler", "late")
+    assert (cancelled.reason, cancelled.origin, cancelled.result) == (
+        "interrupted", "handler", "late",
+    )
+    assert cancelled.session_id is None and cancelled.wall == 0.0
+    assert TaskOutput(2, 3.0, "t", 7, {"a": 1}) == TaskOutput(2, 3.0, "t", 7, {"a": 1})
+    assert TaskFinished(2, 3.0, "t", 7, 1) != TaskFinished(2, 3.0, "t", 7, 2)
+    # Slotted: a misspelt attribute is an error, not a silent new field.
+    with pytest.raises(AttributeError):
+        started.taks = "x"  # type: ignore[attr-defined]
+    assert "TaskStarted(seq=1" in repr(started)
+
+
+async def test_records_made_by_a_supervisor_carry_stamp_and_one_clock_reading(
+    flavor: str, autojump_clock: Any
+) -> None:
+    sleep = sleeper(flavor)
+
+    async def work() -> int:
+        await sleep(1)
+        return 5
+
+    async with supervised(flavor=flavor, session_id="abc") as (sup, records):
+        sup.create_task(work, name="w")
+        await sup.wait_for_all_tasks()
+    started, finished = of_task(records, "w")
+    assert isinstance(started, TaskStarted) and isinstance(finished, TaskFinished)
+    assert finished.result == 5
+    assert finished.at - started.at == pytest.approx(1.0)
+    for record in (started, finished):
+        assert record.session_id == "abc"
+        # wall time is the trio clock plus one offset fixed when the supervisor opened
+        assert record.wall - record.at == pytest.approx(started.wall - started.at)
+
+
+# ---------------------------------------------------------------------------- history
+
+
+class _Result:
+    pass
+
+
+async def test_history_keeps_neither_results_nor_live_errors(
+    flavor: str, autojump_clock: Any
+) -> None:
+    sleep = sleeper(flavor)
+    holder = [_Result()]
+    alive = weakref.ref(holder[0])
+
+    async def returns() -> _Result:
+        await sleep(0.1)
+        return holder.pop()
+
+    async def fails() -> None:
+        await sleep(0.1)
+        raise ValueError("broken on purpose")
+
+    async with supervised(flavor=flavor) as (sup, records):
+        handle = sup.create_task(returns(), name="r")
+        sup.create_task(fails(), name="f")
+        await sup.wait_for_all_tasks()
+        info = sup.get_task("f")
+        snapshot = sup.snapshot()
+    assert isinstance(info, taskrunner.TaskInfo)
+    assert info.state is taskrunner.TaskState.FAILED
+    assert info.error is not None and info.error["type"] == "ValueError"
+    assert "broken on purpose" in info.error["message"]
+    assert "Traceback" in info.error["traceback"]
+    assert sorted(i.name for i in snapshot) == ["f", "r"]
+    assert all(isinstance(i, taskrunner.TaskInfo) for i in snapshot)
+    assert isinstance(of_task(records, "f")[-1], TaskFailed)
+    # Only the handle (and the terminal record, until read) hold the result.
+    assert (await handle.wait()).unwrap() is alive()
+    del handle
+    records.clear()
+    gc.collect()
+    assert alive() is None
+
+
+# ---------------------------------------------------------------------------- tune_gc
+
+
+def test_tune_gc_sets_thresholds_freezes_and_undoes() -> None:
+    before = gc.get_threshold()
+    frozen_before = gc.get_freeze_count()
+    tuning = taskrunner.tune_gc()
+    try:
+        assert gc.get_threshold() == tuning.thresholds == (50_000, 20, 100)
+        assert tuning.previous_thresholds == before
+        assert tuning.frozen > 0
+        assert gc.get_freeze_count() >= frozen_before + tuning.frozen
+    finally:
+        tuning.undo()
+    assert gc.get_threshold() == before
+    assert gc.get_freeze_count() == 0
+
+
+def test_tune_gc_without_freeze_and_bad_thresholds() -> None:
+    before = gc.get_threshold()
+    tuning = taskrunner.tune_gc(freeze=False, thresholds=(1000, 10, 10))
+    try:
+        assert tuning.frozen == 0 and gc.get_threshold() == (1000, 10, 10)
+    finally:
+        gc.set_threshold(*before)
+    for bad in ((0, 10, 10), (1000, 10), [1000, 10, 10], (1000, 10, 1.5), (True, 1, 1)):
+        with pytest.raises(ValueError, match="thresholds must be a tuple of three ints"):
+            taskrunner.tune_gc(freeze=False, thresholds=bad)  # type: ignore[arg-type]
+    assert gc.get_threshold() == before
+
+
+# ---------------------------------------------------------------------------- stress
+
+
+_SMALL = StressConfig(
+    sessions=6,
+    tasks_per_session=8,
+    events_per_task=5,
+    interruptible=0.5,
+    failing=0.1,
+    timing_out=0.1,
+    asyncio_share=0.3,
+    interrupt_rate=3.0,
+    duration=2.0,
+    event_gap=0.1,
+)
+
+
+async def test_stress_latency_is_one_countdown_per_interruption(autojump_clock: Any) -> None:
+    report = await run_stress(_SMALL)
+    assert report.ok, report.failures
+    assert report.interruptions > 0
+    assert len(report.latencies) == len(report.latency_starts) == report.interruptions
+    assert all(lat >= 0 for lat in report.latencies)
+    assert report.startup >= 0
+    assert report.events_delivered + report.events_kept == report.events_yielded
+
+
+async def test_baseline_runs_the_same_workload_in_raw_trio(autojump_clock: Any) -> None:
+    mine = await run_stress(_SMALL)
+    base = await run_baseline(_SMALL)
+    assert base.ok
+    # The same random mix: the same number of tasks, each ending once.
+    assert base.tasks == mine.tasks >= _SMALL.sessions * _SMALL.tasks_per_session
+    assert base.interruptions > 0 and len(base.latencies) == base.interruptions
+    assert base.events_delivered == base.events_yielded > 0
+    assert [label for label, _, _ in base.figures()] == [
+        label for label, _, _ in mine.figures()
+    ]
+
+
+async def test_progress_is_called_while_running_and_at_the_end(autojump_clock: Any) -> None:
+    calls: list[tuple[int, int]] = []
+    report = await run_stress(_SMALL, progress=lambda r, live: calls.append((r.tasks, live)))
+    assert len(calls) >= 2
+    assert calls[-1] == (report.tasks, 0)
+
+
+def test_stress_command_with_baseline_prints_both_side_by_side(tmp_path: Any) -> None:
+    json_path = tmp_path / "stress.json"
+    out = subprocess.run(
+        [
+            sys.executable, "-m", "taskrunner", "stress", "--sessions", "4",
+            "--tasks-per-session", "4", "--events-per-task", "3", "--event-gap", "0.01",
+            "--interrupt-rate", "20", "--baseline", "--no-tune-gc", "--json", str(json_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr
+    assert "GC: CPython defaults" in out.stdout
+    assert "raw trio" in out.stdout and "ratio" in out.stdout
+    assert "interruption latency p99" in out.stdout
+    # the live progress line, on stderr
+    assert "[taskrunner]" in out.stderr and "[raw trio]" in out.stderr
+    data = json.loads(json_path.read_text())
+    assert data["gc"] == "CPython defaults" and data["config"]["sessions"] == 4
+    for side in ("taskrunner", "baseline"):
+        assert len(data[side]["latencies"]) == len(data[side]["latency_starts"])
+        assert "interruption latency p99" in data[side]["figures"]
+
+
+# ---------------------------------------------------------------------------- asyncio loop
+
+
+async def test_taskrunner_loop_runs_ready_callbacks_in_batches_in_order() -> None:
+    from taskrunner._adapters import aio
+
+    loop = await aio.asyncio_loop()
+    # The trio-asyncio installed is one whose loop taskrunner knows how to batch.
+    assert "_main_loop_one" in vars(loop)
+    order: list[int] = []
+
+    async def schedule() -> None:
+        running = asyncio.get_running_loop()
+        for i in range(300):
+            running.call_soon(order.append, i)
+        running.call_later(0.01, order.append, -1)
+        await asyncio.sleep(0.05)
+
+    await taskrunner.run_in_asyncio(schedule)
+    assert order == [*range(300), -1]
+
+
+async def test_many_asyncio_tasks_interrupted_at_once_all_end_cancelled() -> None:
+    async def speak() -> None:
+        await asyncio.sleep(3600)
+
+    async with supervised(flavor="asyncio") as (sup, records):
+        handles = [
+            sup.create_task(speak, name=f"s{i}", interruptible=True) for i in range(300)
+        ]
+        keep = sup.create_task(speak, name="keep")
+        with trio.fail_after(30):
+            await trio.testing.wait_all_tasks_blocked()  # every asyncio task in its sleep
+            assert sup.cancel_interruptible_tasks(origin="test") == 300
+            for handle in handles:
+                outcome = await handle.wait()
+                with pytest.raises(taskrunner.TaskCancelledError):
+                    outcome.unwrap()
+        assert not keep.done
+    ends = [r for r in records if isinstance(r, TaskCancelled) and r.task.startswith("s")]
+    assert len(ends) == 300
+    assert {(r.reason, r.origin) for r in ends} == {("interrupted", "test")}
