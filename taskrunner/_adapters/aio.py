@@ -20,6 +20,7 @@ import sniffio
 import trio
 
 from .._core._checks import safe_repr
+from .._core._outlet import OfferFn, PutFn
 from .._core._task_context import APPENDED, FULL
 
 
@@ -381,7 +382,13 @@ class AsyncioRunner:
         if loop is None:
             loop = await asyncio_loop()
         if is_gen:
-            return await _await_asyncio(loop, _drive(sup, handle, body, loop), handle)
+            drive = _drive(
+                body,
+                partial(sup.offer_output, handle),
+                partial(sup.put_output, handle),
+                partial(loop.trio_as_future, sup.wait_for_room),
+            )
+            return await _await_asyncio(loop, drive, handle)
         return await _await_asyncio(loop, body, handle)
 
     def cancel_again(self, handle: TaskHandle) -> None:
@@ -392,30 +399,15 @@ class AsyncioRunner:
 
 
 async def run_generator(
-    sup: Supervisor,
-    agen: AsyncGenerator[Any, Any],
-    make: Callable[[Any], Callable[[int, float], Any]],
+    sup: Supervisor, agen: AsyncGenerator[Any, Any], offer: OfferFn, put: PutFn
 ) -> None:
     """Iterate the asyncio generator ``agen`` as one asyncio task (a session's handler),
-    forwarding each value as the record ``make(value)`` with backpressure (trio code)."""
+    forwarding each value through ``offer`` / ``put`` (see ``Supervisor.record_port``) with
+    backpressure (trio code)."""
     loop = await asyncio_loop()
-
-    async def drive() -> None:
-        wait = partial(loop.trio_as_future, sup.wait_for_room)
-        count = 0
-        try:
-            async for value in agen:
-                maker = make(value)
-                if sup.offer(maker):
-                    count += 1
-                    if count % _YIELD_EVERY == 0:
-                        await asyncio.sleep(0)
-                else:
-                    await sup.put(maker, wait)
-        finally:
-            await agen.aclose()
-
-    await _await_asyncio(loop, drive(), None)
+    await _await_asyncio(
+        loop, _drive(agen, offer, put, partial(loop.trio_as_future, sup.wait_for_room)), None
+    )
 
 
 async def run_coroutine(coro: Coroutine[Any, Any, T]) -> T:
@@ -425,24 +417,27 @@ async def run_coroutine(coro: Coroutine[Any, Any, T]) -> T:
 
 
 async def _drive(
-    sup: Supervisor, handle: TaskHandle, agen: AsyncGenerator[Any, Any], loop: Any
+    agen: AsyncGenerator[Any, Any],
+    offer: OfferFn,
+    put: PutFn,
+    wait_for_room: Callable[[], Awaitable[None]],
 ) -> None:
-    """Iterate ``agen`` inside one asyncio task for its whole life, forwarding what it yields.
+    """Iterate ``agen`` inside one asyncio task for its whole life, forwarding what it yields
+    through ``offer`` / ``put`` (the trio twin is ``Supervisor.drive_generator``).
 
     One task (rather than one asyncio call per step) keeps ``asyncio.timeout`` blocks and
     context variables valid across the generator's yields.
     """
-    wait = partial(loop.trio_as_future, sup.wait_for_room)
     count = 0
     try:
-        async for event in agen:
-            status = sup.offer_output(handle, event)
+        async for value in agen:
+            status = offer(value)
             if status == APPENDED:
                 count += 1
                 if count % _YIELD_EVERY == 0:
                     await asyncio.sleep(0)
             elif status == FULL:
-                await sup.put_output(handle, event, wait)
+                await put(value, wait_for_room)
             else:  # STALE: the cancel was delivered; stop the generator where it yielded
                 break
     finally:

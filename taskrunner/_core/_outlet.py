@@ -4,7 +4,7 @@ backpressure (written once, used by the trio runner, the asyncio runner and sess
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Coroutine
 from typing import Any
 
 from ._flavored import flavored, in_asyncio
@@ -13,10 +13,14 @@ from .handle import TaskHandle
 from .records import Record, TaskOutput
 from .stream import RecordStream
 
-__all__ = ["RecordOutlet"]
+__all__ = ["OfferFn", "PutFn", "RecordOutlet"]
 
 logger = logging.getLogger("taskrunner")
 RecordSink = Callable[[Record], None]
+#: Forwards one value without waiting: ``APPENDED``, ``FULL`` or ``STALE``.
+OfferFn = Callable[[Any], int]
+#: Waits for room, then forwards the value (appended even if cancelled while waiting).
+PutFn = Callable[[Any, Callable[[], Awaitable[None]] | None], Coroutine[Any, Any, None]]
 
 
 class _RecordIterator:
@@ -43,7 +47,6 @@ class _RecordIterator:
 
     async def _next(self) -> Record:
         return await self._stream.next_record(self)
-
 
 
 class RecordOutlet:
@@ -112,16 +115,17 @@ class RecordOutlet:
         """Wait (trio code) until the stream has room for an output."""
         await self._stream.wait_for_room()
 
-    async def after_output(self) -> None:
-        """The trio checkpoint after a fast-path output (a real one every so many outputs)."""
-        await self._stream.after_put()
-
     def _output_maker(self, handle: TaskHandle, event: Any) -> Callable[[int, float], Record]:
         def make(seq: int, at: float) -> Record:
             handle.outputs += 1
             return TaskOutput(
-                seq, at, handle.name, handle.id, event,
-                session_id=self.session_id, wall=at + self._wall_offset,
+                seq,
+                at,
+                handle.name,
+                handle.id,
+                event,
+                session_id=self.session_id,
+                wall=at + self._wall_offset,
             )
 
         return make
@@ -135,15 +139,20 @@ class RecordOutlet:
             handle._detail = event
             return STALE
         stream = self._stream
-        if len(stream._buf) >= stream._capacity and not stream._closed:
-            return FULL
+        if len(stream._buf) >= stream._capacity and not stream._closed:  # not has_room(),
+            return FULL  # inlined: this runs for every output
         handle.outputs += 1
         self._seq += 1
         at = self._now()
         self.emit(
             TaskOutput(
-                self._seq, at, handle.name, handle.id, event,
-                session_id=self.session_id, wall=at + self._wall_offset,
+                self._seq,
+                at,
+                handle.name,
+                handle.id,
+                event,
+                session_id=self.session_id,
+                wall=at + self._wall_offset,
             )
         )
         return APPENDED
@@ -157,6 +166,43 @@ class RecordOutlet:
         """The waiting half of :meth:`offer_output`; see :meth:`put`."""
         return self.put(self._output_maker(handle, event), wait_for_room)
 
+    def record_port(
+        self, make_for: Callable[[Any], Callable[[int, float], Record]]
+    ) -> tuple[OfferFn, PutFn]:
+        """The ``(offer, put)`` pair that forwards each value ``v`` as the record
+        ``make_for(v)`` (a session's handler outputs); a task's pair is
+        ``(partial(offer_output, handle), partial(put_output, handle))``."""
+
+        def offer(value: Any) -> int:
+            return APPENDED if self.offer(make_for(value)) else FULL
+
+        def put(
+            value: Any, wait_for_room: Callable[[], Awaitable[None]] | None = None
+        ) -> Coroutine[Any, Any, None]:
+            return self.put(make_for(value), wait_for_room)
+
+        return offer, put
+
+    async def drive_generator(
+        self, agen: AsyncGenerator[Any, Any], offer: OfferFn, put: PutFn
+    ) -> None:
+        """Iterate the trio async generator ``agen``, forwarding each value through
+        ``offer`` / ``put`` with backpressure (the asyncio runner has the same loop in asyncio
+        code). A ``STALE`` value stops the generator where it yielded; it is closed in all
+        cases, also when cancelled."""
+        stream = self._stream
+        try:
+            async for value in agen:
+                status = offer(value)
+                if status == APPENDED:
+                    await stream.after_put()
+                elif status == FULL:
+                    await put(value, None)
+                else:  # STALE: the task's cancel was delivered before this value
+                    break
+        finally:
+            await agen.aclose()
+
     def events(self) -> AsyncIterator[Record]:
         """Iterate over the supervisor's records, in order (from trio or asyncio code).
 
@@ -169,4 +215,3 @@ class RecordOutlet:
         someone reads or the task is cancelled (its pending output is still appended).
         """
         return _RecordIterator(self._stream)
-

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections import deque
+from functools import partial
 from typing import Any
 
 import trio
@@ -16,7 +17,7 @@ from trio.lowlevel import ParkingLot
 from ._checks import flavor_misuse
 from ._limiter import Limiter
 from ._outlet import RecordOutlet
-from ._task_context import APPENDED, FULL, FlavorRunner, _claimed, _current_task
+from ._task_context import FlavorRunner, _claimed, _current_task
 from ._watch import StuckWatch
 from .handle import TaskHandle, TaskState
 from .records import (
@@ -97,21 +98,6 @@ class TaskRunning(RecordOutlet):
             self._aio = AsyncioRunner()
         return self._aio
 
-    async def _run_generator(self, handle: TaskHandle, body: Any) -> None:
-        """Iterate a trio async generator, forwarding what it yields with backpressure."""
-        stream = self._stream
-        try:
-            async for event in body:
-                status = self.offer_output(handle, event)
-                if status == APPENDED:
-                    await stream.after_put()
-                elif status == FULL:
-                    await self.put(self._output_maker(handle, event))
-                else:  # STALE: stop the generator where it yielded
-                    break
-        finally:
-            await body.aclose()
-
     async def _run(self, handle: TaskHandle) -> None:
         # The one frame a task adds above its own code: a trio coroutine task awaits its body
         # right here (no wrapper coroutine per task).
@@ -138,7 +124,11 @@ class TaskRunning(RecordOutlet):
             with scope:
                 if handle.flavor == "trio":
                     if handle._is_gen:
-                        await self._run_generator(handle, body)
+                        await self.drive_generator(
+                            body,
+                            partial(self.offer_output, handle),
+                            partial(self.put_output, handle),
+                        )
                     else:
                         result = await body
                 else:

@@ -7,7 +7,7 @@ import logging
 import math
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import aclosing, asynccontextmanager
+from contextlib import asynccontextmanager
 from functools import partial
 from typing import Any, Protocol, TypeAlias
 
@@ -303,28 +303,21 @@ class Session:
     async def _handle(self, event: Event) -> None:
         sup = self._sup
         try:
-            if self._flavor == "trio":
-                if self._is_gen:
-                    async with aclosing(self._handler(event, self.context)) as agen:
-                        async for out in agen:
-                            maker = partial(self._output, out=out, input=event)
-                            if sup.offer(maker):
-                                await sup.after_output()
-                            else:
-                                await sup.put(maker)
+            if self._is_gen:
+                port = sup.record_port(lambda out: partial(self._output, out=out, input=event))
+                agen = self._handler(event, self.context)
+                if self._flavor == "trio":
+                    await sup.drive_generator(agen, *port)
                 else:
-                    await self._handler(event, self.context)
-            else:
-                from .._adapters.aio import run_coroutine, run_generator
+                    from .._adapters.aio import run_generator
 
-                if self._is_gen:
-                    await run_generator(
-                        sup,
-                        self._handler(event, self.context),
-                        lambda out: partial(self._output, out=out, input=event),
-                    )
-                else:
-                    await run_coroutine(self._handler(event, self.context))
+                    await run_generator(sup, agen, *port)
+            elif self._flavor == "trio":
+                await self._handler(event, self.context)
+            else:
+                from .._adapters.aio import run_coroutine
+
+                await run_coroutine(self._handler(event, self.context))
         except trio.Cancelled:
             raise
         except (KeyboardInterrupt, SystemExit):
