@@ -41,7 +41,7 @@ def check_checkpoints_option(value: str) -> str | None:
     """
     if value == "redis":
         return None
-    if value.startswith(CHECKPOINT_SCHEMES) and len(value) > len("postgres://"):
+    if value.startswith(CHECKPOINT_SCHEMES) and value.split("://", 1)[1]:
         return value
     raise ValueError(
         f"--checkpoints takes 'redis' (the default) or a PostgreSQL URL "
