@@ -9,12 +9,14 @@ values of the option are refused by the command line. Real processes, so real sh
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import signal
 import uuid
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import coredis
 import psycopg
@@ -175,6 +177,101 @@ async def test_a_worker_whose_checkpoint_is_refused_gives_the_session_up(
             nursery.cancel_scope.cancel()
     finally:
         await other.aclose()
+
+
+class _Proxy:
+    """A TCP proxy on 127.0.0.1 to a server, which :meth:`cut` makes unreachable (open
+    connections dropped, new ones closed at once) until :meth:`restore`."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.target = (host, port)
+        self.port = 0
+        self.up = True
+        self._scopes: set[trio.CancelScope] = set()
+
+    async def run(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+        self.port = listeners[0].socket.getsockname()[1]
+        async with trio.open_nursery() as nursery:
+            task_status.started()
+            await trio.serve_listeners(self._handle, listeners, handler_nursery=nursery)
+
+    async def _handle(self, client: trio.SocketStream) -> None:
+        async with client:
+            if not self.up:
+                return
+            with trio.CancelScope() as scope:
+                self._scopes.add(scope)
+                try:
+                    server = await trio.open_tcp_stream(*self.target)
+                    async with server, trio.open_nursery() as nursery:
+                        nursery.start_soon(self._pump, client, server, nursery.cancel_scope)
+                        nursery.start_soon(self._pump, server, client, nursery.cancel_scope)
+                finally:
+                    self._scopes.discard(scope)
+
+    @staticmethod
+    async def _pump(a: trio.SocketStream, b: trio.SocketStream, done: trio.CancelScope) -> None:
+        try:
+            async for chunk in a:
+                await b.send_all(chunk)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass
+        done.cancel()
+
+    def cut(self) -> None:
+        self.up = False
+        for scope in list(self._scopes):
+            scope.cancel()
+
+    def restore(self) -> None:
+        self.up = True
+
+
+async def test_a_postgresql_outage_is_retried_and_reported(
+    redis_url: str, postgres_dsn: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    from serve_memory_agent import handler
+
+    from taskrunner.serve import RedisBackend
+
+    parts = urlsplit(postgres_dsn)
+    proxy = _Proxy(parts.hostname or "127.0.0.1", parts.port or 5432)
+    caplog.set_level(logging.WARNING, logger="taskrunner.serve")
+    async with trio.open_nursery() as nursery:
+        await nursery.start(proxy.run)
+        user = f"{parts.username}@" if parts.username else ""
+        dsn = urlunsplit(parts._replace(netloc=f"{user}127.0.0.1:{proxy.port}"))
+        backend = RedisBackend(
+            handler,
+            agent_id="serve_agent",
+            hub=Hub(),
+            redis_url=redis_url,
+            prefix=f"t{uuid.uuid4().hex[:8]}",
+            checkpoints=dsn,
+        )
+        await nursery.start(backend.run)
+        sid = await backend.start_session("", {"name": "Bo"})
+        await _row_where(postgres_dsn, sid, lambda row: row[2] is not None)
+        proxy.cut()
+        await backend.send_input(sid, {"type": "text", "text": "one", "source": "text"})
+        await _until("the outage reported", lambda: "checkpoints unreachable" in caplog.text)
+        health = await backend.health()
+        assert re.fullmatch(r"postgres(ql)?://.*: unreachable for [\d.]+ s", health["checkpoints"])
+        assert health["claiming"] is False and health["queued_writes"] > 0
+        assert sid in backend._runners  # the session and the worker go on
+        proxy.restore()
+        await _until("the recovery reported", lambda: "reachable again" in caplog.text)
+        row = await _row_where(
+            postgres_dsn, sid, lambda row: json.loads(row[2])["session"]["data"].get("turns") == 1
+        )
+        assert row[:2] == (1, backend.worker_id)  # written by the same claim, nothing lost
+        health = await backend.health()
+        assert health["checkpoints"].endswith(": ok") and health["claiming"] is True
+        await backend.send_input(sid, {"type": "stop"})
+        await _row_where(postgres_dsn, sid, lambda row: row[3] is not None)
+        assert sid not in backend._runners
+        nursery.cancel_scope.cancel()
 
 
 @pytest.mark.parametrize(
