@@ -229,8 +229,8 @@ class RedisBackend(RedisApi):
             # previous owner's writes), then make sure the lease survived the wait.
             epoch, state = await self._checkpoints.claim(session_id)
             renew = [self.worker_id, int(self._lease * 1000)]
-            lost = await self._retrying("claim", lambda: self._script("RENEW")([lease_key], renew))
-            if lost:
+            gone = await self._retrying("claim", lambda: self._script("RENEW")([lease_key], renew))
+            if gone:
                 logger.warning("worker %s: lost %s while claiming", self.worker_id, session_id)
                 return
         last_seq = seq_of(last[0].identifier) if last else -1
