@@ -117,6 +117,36 @@ async def test_sigkill_takeover_goes_on_from_the_checkpoint_in_postgresql(
             assert await _redis_checkpoint_keys(redis_url, prefix) == []
 
 
+async def test_sigterm_hands_sessions_over_with_checkpoints_in_postgresql(
+    tmp_path: Path, redis_url: str, postgres_dsn: str
+) -> None:
+    prefix = f"t{uuid.uuid4().hex[:8]}"
+    args = ["--workers", "2", "--redis", redis_url, "--prefix", prefix,
+            "--checkpoints", postgres_dsn, "--agent-id", "serve_agent"]  # fmt: skip
+    async with serve(tmp_path, *args, workers_up=2, agent=MEMORY_AGENT) as server:
+        async with _client(server, None) as client:
+            sid = await _start(client, parameters={"name": "Fi"})
+            await client.post(f"/v1/sessions/{sid}/input", json={"type": "text", "text": "one"})
+            await _wait_record(client, sid, lambda r: r["type"] == "TaskOutput")
+            owner = (await client.get(f"/v1/sessions/{sid}")).json()["owner"]
+            os.kill(int(owner.rsplit(":", 1)[1]), signal.SIGTERM)
+            await _until("the worker to drain", lambda: f"worker {owner} drained" in server.text())
+        async with _client(server, None) as client:
+            resumed = await _wait_record(client, sid, lambda r: r["type"] == "SessionResumed")
+            assert resumed["previous_owner"] == owner
+            records = await _records(client, sid)
+            kinds = [(r["type"], r.get("reason")) for r in records]
+            assert ("TaskCancelled", "closed") in kinds
+            assert ("TaskCancelled", "worker_lost") not in kinds
+            _contiguous(records)
+            await client.post(f"/v1/sessions/{sid}/input", json={"type": "text", "text": "two"})
+            await _wait_record(client, sid, _said("turn 2: one / two"))
+            assert sum(_said("turn 1: one")(r) for r in records) == 1
+            epoch, row_owner, _, _ = await trio.to_thread.run_sync(_row, postgres_dsn, sid)
+            assert (epoch, row_owner) == (2, resumed["owner"])
+            assert await _redis_checkpoint_keys(redis_url, prefix) == []
+
+
 async def test_a_stale_owners_checkpoint_writes_are_refused(postgres_dsn: str) -> None:
     sid = new_session_id()
     a = StoreCheckpoints(postgres_dsn, worker_id="host-a:1", retention=3600)
