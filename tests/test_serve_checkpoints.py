@@ -66,12 +66,15 @@ async def _redis_checkpoint_keys(redis_url: str, prefix: str) -> list[str]:
         return sorted(await client.keys(f"{prefix}:s:*:ckpt"))
 
 
+@pytest.mark.parametrize("flavor", ["asyncio", "trio"])
 async def test_sigkill_takeover_goes_on_from_the_checkpoint_in_postgresql(
-    tmp_path: Path, redis_url: str, postgres_dsn: str
+    tmp_path: Path, redis_url: str, postgres_dsn: str, flavor: str
 ) -> None:
     prefix = f"t{uuid.uuid4().hex[:8]}"
+    handler = "handler" if flavor == "asyncio" else "trio_handler"
     args = ["--workers", "2", "--redis", redis_url, "--prefix", prefix, "--lease", "2",
-            "--checkpoints", postgres_dsn, "--agent-id", "serve_agent"]  # fmt: skip
+            "--checkpoints", postgres_dsn, "--agent-id", "serve_agent",
+            "--handler", handler, "--flavor", flavor]  # fmt: skip
     async with serve(tmp_path, *args, workers_up=2, agent=MEMORY_AGENT) as server:
         async with _client(server, None) as client:
             health = (await client.get("/v1/health")).json()
