@@ -289,6 +289,13 @@ async def test_a_postgresql_outage_is_retried_and_reported(
         proxy.cut()
         await backend.send_input(sid, {"type": "text", "text": "one", "source": "text"})
         await _until("the outage reported", lambda: "checkpoints unreachable" in caplog.text)
+        # the records go on reaching Redis meanwhile; the checkpoint waits
+        with trio.fail_after(10):
+            while not any(
+                r["type"] == "HandlerOutput" and r["event"].get("text") == "turn 1: one"
+                for r in await backend.records(sid, None, 1000, 0)
+            ):
+                await trio.sleep(0.05)
         health = await backend.health()
         assert re.fullmatch(r"postgres(ql)?://.*: unreachable for [\d.]+ s", health["checkpoints"])
         assert health["claiming"] is False and health["queued_writes"] > 0

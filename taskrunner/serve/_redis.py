@@ -88,6 +88,8 @@ class RedisBackend(RedisApi):
             nursery.start_soon(self._inputs.run)
             nursery.start_soon(self._records.run)
             nursery.start_soon(self._flusher)
+            if self._checkpoints is not None:
+                nursery.start_soon(self._checkpointer)
             nursery.start_soon(self._renewer)
             nursery.start_soon(self._claimer)
             nursery.start_soon(self._orphan_scanner)
@@ -132,6 +134,10 @@ class RedisBackend(RedisApi):
             self._flushed = trio.Event()
             self._queue_wakeup.set()
             await self._flushed.wait()
+        while self._after or self._after_busy:  # the checkpoints in PostgreSQL
+            self._after_idle = trio.Event()
+            self._after_wakeup.set()
+            await self._after_idle.wait()
         async def leave() -> None:
             async with self._client.pipeline(transaction=False) as pipe:
                 pipe.zrem(self._key("workers"), [self.worker_id])
@@ -328,32 +334,45 @@ class RedisBackend(RedisApi):
             if self._checkpoints is None:
                 await self._retrying("publisher", partial(self._write, batch))
             else:
-                await self._write_with_store(batch)
+                await self._records_then_store(batch)
             for _ in range(len(batch)):
                 self._queue.popleft()
 
-    async def _write_with_store(self, batch: list[tuple[str, str, Any]]) -> None:
-        """Write a batch when checkpoints go to PostgreSQL: the records first (Redis), then
-        the checkpoints and ends (PostgreSQL, fenced by the claim's epoch), then the ends and
-        hand-overs (Redis). So a checkpoint is never ahead of its records, and a session is
-        handed over only once its last checkpoint is saved."""
+    async def _records_then_store(self, batch: list[tuple[str, str, Any]]) -> None:
+        """With checkpoints in PostgreSQL: write the batch's records (Redis), then hand its
+        checkpoints, ends and hand-overs, in order, to :meth:`_checkpointer`. So a
+        checkpoint is never ahead of its records, and records go on while PostgreSQL is
+        down (only each session's last checkpoint waits, with its end or hand-over)."""
         records = [item for item in batch if item[0] == "rec"]
         refused = await self._retrying("publisher", partial(self._write, records))
-        saves: dict[str, tuple[int, dict[str, Any]]] = {}
-        ends: dict[str, int] = {}
-        for kind, session_id, value in batch:
-            if session_id in refused:
-                continue
-            if kind == "ckpt":
-                saves[session_id] = value  # the last one of the batch supersedes the others
-            elif kind == "end":
-                ends[session_id] = value
+        self._after += [i for i in batch if i[0] != "rec" and i[1] not in refused]
+        self._after_wakeup.set()
+
+    async def _checkpointer(self) -> None:
+        """Save the checkpoints and ends in PostgreSQL (fenced by the claim's epoch; retried
+        while it is down), then write the ends and hand-overs to Redis: a session is handed
+        over only once its last checkpoint is saved."""
         assert self._checkpoints is not None
-        if saves or ends:
+        while True:
+            if not self._after:
+                self._after_idle.set()
+                self._after_wakeup = trio.Event()
+                await self._after_wakeup.wait()
+                continue
+            items, self._after = self._after, []
+            self._after_busy = len(items)
+            saves: dict[str, tuple[int, dict[str, Any]]] = {}
+            ends: dict[str, int] = {}
+            for kind, session_id, value in items:
+                if kind == "ckpt":
+                    saves[session_id] = value  # the last one supersedes the others
+                elif kind == "end":
+                    ends[session_id] = value
             for session_id in await self._checkpoints.write(saves, ends):
                 self._lost(session_id, "checkpoint refused: another worker claimed the session")
-        rest = [item for item in batch if item[0] in ("end", "release")]
-        await self._retrying("publisher", partial(self._write, rest))
+            rest = [item for item in items if item[0] in ("end", "release")]
+            await self._retrying("publisher", partial(self._write, rest))
+            self._after_busy = 0
 
     async def _write(self, batch: list[tuple[str, str, Any]]) -> set[str]:
         """Write a batch to Redis; returns the sessions whose lease was not ours."""

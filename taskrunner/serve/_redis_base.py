@@ -153,6 +153,11 @@ class RedisBase:
         self._draining = False
         self._queue: deque[tuple[str, str, Any]] = deque()
         self._queue_wakeup = trio.Event()
+        # with checkpoints in PostgreSQL: what waits for them (checkpoints, ends, hand-overs)
+        self._after: list[tuple[str, str, Any]] = []
+        self._after_wakeup = trio.Event()
+        self._after_busy = 0
+        self._after_idle = trio.Event()
         self._flushed = trio.Event()
         self._down_since: float | None = None
         self._last_renewal = time.monotonic()
