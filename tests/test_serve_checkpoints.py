@@ -291,10 +291,10 @@ async def test_a_postgresql_outage_is_retried_and_reported(
         await _until("the outage reported", lambda: "checkpoints unreachable" in caplog.text)
         # the records go on reaching Redis meanwhile; the checkpoint waits
         with trio.fail_after(10):
-            while not any(
-                r["type"] == "HandlerOutput" and r["event"].get("text") == "turn 1: one"
-                for r in await backend.records(sid, None, 1000, 0)
-            ):
+            while True:
+                records = await backend.records(sid, None, 1000, 0)
+                if any(_said("turn 1: one")(r) for r in records):
+                    break
                 await trio.sleep(0.05)
         health = await backend.health()
         assert re.fullmatch(r"postgres(ql)?://.*: unreachable for [\d.]+ s", health["checkpoints"])
