@@ -33,7 +33,6 @@ from ._task_context import (
     FlavorRunner,
     Lifecycle,
     _claimed,
-    _current_task,
     current_task,
     uninterruptible,
 )
@@ -379,7 +378,7 @@ class Supervisor(TaskRunning):
             self._watch.deadline(handle, deadline, None)
 
     def _caller(self) -> TaskHandle | None:
-        handle = _current_task.get()
+        handle = current_task()
         if handle is not None and handle._sup is self and handle.state is TaskState.RUNNING:
             return handle
         return None
