@@ -232,7 +232,9 @@ class RedisBackend(RedisApi):
             state = json.loads(ckpt) if ckpt else None
         else:
             # The checkpoint is in PostgreSQL: claim it there (a new epoch fences the
-            # previous owner's writes), then make sure the lease survived the wait.
+            # previous owner's writes), then make sure the lease survived the wait. (If it
+            # did not, the epoch bumped here gets the worker that took the lease refused at
+            # its next save: it gives the session up, which is claimed again after a lease.)
             epoch, state = await self._checkpoints.claim(session_id)
             renew = [self.worker_id, int(self._lease * 1000)]
             gone = await self._retrying("claim", lambda: self._script("RENEW")([lease_key], renew))
