@@ -1,14 +1,21 @@
-"""Serving scale: 1 vs 2 worker processes over Redis, side by side, with the loadtest.
+"""Serving scale: the most sessions 1 and 2 worker processes hold under a p99 latency bound.
 
     .venv/bin/python benchmarks/serve_scaling.py --redis redis://127.0.0.1:6379/0
 
-For each worker count, starts ``serve examples/chat_agent.py --workers W --redis URL`` (with
-``CHAT_AGENT_WORK_KB``, CPU work per streamed step), then runs the loadtest at each rate of
-``--rates`` (sessions started per second; each session lasts ``--turns`` x ``--think`` s, so
-concurrent sessions grow with the rate) and prints one markdown row per run: peak active
-sessions, input-to-first-output and interruption p50/p99, errors, lost records, and the CPU
-each part used over the run (in cores: CPU seconds / elapsed seconds), to tell whether the
-workers, Redis or the load generator is the limit on the machine.
+For each worker count of ``--workers``, finds the largest number of concurrent sessions for
+which the loadtest's input-to-first-output p99 stays under ``--bound-ms`` with no error and
+no lost record: it tries ``--start`` sessions, doubles until a run fails, then bisects
+between the last pass and the first failure down to ``--resolution`` sessions. Each run
+starts a fresh ``serve examples/chat_agent.py --workers W --redis URL`` (with
+``CHAT_AGENT_WORK_MS``, CPU milliseconds per streamed step) and a loadtest of N sessions
+started over ``--ramp`` seconds, each conversing ``--turns`` times ``--think`` seconds apart
+with an interruption after every second turn (all N are active together once the ramp
+is over), records followed on each session's WebSocket (``--follow``).
+
+Prints one markdown row per run (peak active sessions, first-output and interruption
+p50/p99, errors, lost records, and the CPU each part used over the run in cores: CPU seconds
+/ elapsed, to tell whether the workers, Redis or the load generator is the limit), then the
+side-by-side table: sessions held per worker count and their ratio to one worker.
 """
 
 from __future__ import annotations
@@ -24,20 +31,22 @@ import sys
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 import httpx
 import trio
 
-from taskrunner.serve._loadtest import LoadSpec, run_load
+from taskrunner.serve._loadtest import FOLLOW_MODES, LoadSpec, run_load
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def start_server(
-    workers: int, redis: str, work_kb: int, log: Path
+    workers: int, redis: str, work_ms: float, log: Path
 ) -> tuple[subprocess.Popen[bytes], str]:
-    env = {**os.environ, "CHAT_AGENT_WORK_KB": str(work_kb)}
+    env = {**os.environ, "CHAT_AGENT_WORK_MS": str(work_ms)}
     env.pop("TASKRUNNER_API_KEY", None)
+    env.pop("CHAT_AGENT_WORK_KB", None)
     out = open(log, "wb")  # the server writes to it until stopped
     proc = subprocess.Popen(
         [sys.executable, "-m", "taskrunner", "serve", str(ROOT / "examples/chat_agent.py"),
@@ -87,59 +96,121 @@ def stop_server(proc: subprocess.Popen[bytes]) -> None:
         proc.wait(30)
     except subprocess.TimeoutExpired:
         proc.kill()
+        proc.wait()
+
+
+def one_run(args: argparse.Namespace, workers: int, sessions: int) -> dict[str, Any]:
+    """A fresh server and one loadtest of ``sessions``; the report with the CPU shares."""
+    log = Path(f"/tmp/serve-scaling-{workers}-{sessions}.log")
+    proc, url = start_server(workers, args.redis, args.work_ms, log)
+    try:
+        spec = LoadSpec(
+            url=url, agent_id="chat_agent", sessions=sessions, rate=sessions / args.ramp,
+            turns=args.turns, think=args.think, interrupt_every=2, follow=args.follow,
+        )  # fmt: skip
+        pids = [int(p) for p in re.findall(r"worker pid (\d+)", log.read_text())]
+        redis = trio.run(redis_pid, args.redis)
+        before = [cpu_seconds(p) for p in pids], cpu_seconds(redis), own_cpu()
+        report = trio.run(run_load, spec).to_dict()
+        after = [cpu_seconds(p) for p in pids], cpu_seconds(redis), own_cpu()
+    finally:
+        stop_server(proc)
+    elapsed = report["elapsed_s"]
+    report["cpu_cores"] = {
+        "workers": [round((a - b) / elapsed, 2) for a, b in zip(after[0], before[0], strict=True)],
+        "redis": round((after[1] - before[1]) / elapsed, 2),
+        "loadtest": round((after[2] - before[2]) / elapsed, 2),
+    }
+    p99 = report["first_output_ms"]["p99"]
+    report["passed"] = bool(
+        p99 is not None and p99 < args.bound_ms and not report["errors"]
+        and not report["lost_records"] and report["completed"] == sessions
+    )  # fmt: skip
+    return report
+
+
+def row(workers: int, report: dict[str, Any]) -> str:
+    fo, it, cpu = report["first_output_ms"], report["interruption_ms"], report["cpu_cores"]
+    shares = " + ".join(f"{c:.2f}" for c in cpu["workers"])
+    return (
+        f"| {workers} | {report['sessions']} | {report['peak_active_sessions']} "
+        f"| {fo['p50']} / {fo['p99']} | {it['p50']} / {it['p99']} "
+        f"| {report['completed']}/{report['sessions']} | {sum(report['errors'].values())} "
+        f"| {report['lost_records']} | {shares} / {cpu['redis']:.2f} / {cpu['loadtest']:.2f} "
+        f"| {'yes' if report['passed'] else 'no'} |"
+    )
+
+
+def held(args: argparse.Namespace, workers: int) -> tuple[int, dict[str, Any] | None]:
+    """The most sessions that passed, and that run's report (0, None if none did)."""
+    runs: dict[int, dict[str, Any]] = {}
+
+    def run(n: int) -> bool:
+        report = runs[n] = one_run(args, workers, n)
+        print(row(workers, report), flush=True)
+        if args.json:
+            with open(args.json, "a") as f:
+                f.write(json.dumps({"workers": workers, "bound_ms": args.bound_ms,
+                                    "work_ms": args.work_ms, **report}) + "\n")  # fmt: skip
+        return bool(report["passed"])
+
+    good, bad = 0, None
+    n = args.start
+    while bad is None and n <= args.max:
+        if run(n):
+            good, n = n, 2 * n
+        else:
+            bad = n
+    if bad is None:
+        bad = args.max + 1  # never failed up to --max: held is at least the last pass
+    while bad - good > args.resolution:
+        middle = (good + bad) // 2
+        if run(middle):
+            good = middle
+        else:
+            bad = middle
+    return good, runs.get(good)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--redis", required=True)
     parser.add_argument("--workers", default="1,2")
-    parser.add_argument("--rates", default="4,8,12,16")
-    parser.add_argument("--duration", type=float, default=15.0, help="seconds of starts per run")
-    parser.add_argument("--turns", type=int, default=6)
+    parser.add_argument("--bound-ms", type=float, default=250.0,
+                        help="p99 input-to-first-output bound (default %(default)s)")
+    parser.add_argument("--work-ms", type=float, default=5.0,
+                        help="CPU ms per streamed step of the agent (default %(default)s)")
+    parser.add_argument("--turns", type=int, default=16)
     parser.add_argument("--think", type=float, default=1.0)
-    parser.add_argument("--work-kb", type=int, default=1024)
-    parser.add_argument("--json", metavar="FILE", help="also write the rows as JSON lines")
+    parser.add_argument("--ramp", type=float, default=4.0, help="seconds to start all sessions")
+    parser.add_argument("--follow", choices=FOLLOW_MODES, default="ws")
+    parser.add_argument("--start", type=int, default=10, help="first session count tried")
+    parser.add_argument("--max", type=int, default=400, help="most sessions tried")
+    parser.add_argument("--resolution", type=int, default=2, help="bisect down to this")
+    parser.add_argument("--json", metavar="FILE", help="also write every run as JSON lines")
     args = parser.parse_args()
-    print("| workers | start rate /s | peak active sessions | first output p50 / p99 ms "
+    print(f"bound: first output p99 < {args.bound_ms:g} ms; agent: {args.work_ms:g} ms CPU "
+          f"per streamed step; {args.turns} turns {args.think:g} s apart, sessions started "
+          f"over {args.ramp:g} s, follow {args.follow}")  # fmt: skip
+    print("| workers | sessions | peak active | first output p50 / p99 ms "
           "| interruption p50 / p99 ms | completed | errors | lost records "
-          "| CPU cores used: workers / redis / loadtest |")
-    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
-    for workers in [int(w) for w in args.workers.split(",")]:
-        for rate in [float(r) for r in args.rates.split(",")]:
-            log = Path(f"/tmp/serve-bench-{workers}-{rate}.log")
-            proc, url = start_server(workers, args.redis, args.work_kb, log)
-            try:
-                spec = LoadSpec(
-                    url=url, agent_id="chat_agent", sessions=max(1, int(rate * args.duration)),
-                    rate=rate, turns=args.turns, think=args.think, interrupt_every=2,
-                )  # fmt: skip
-                pids = [int(p) for p in re.findall(r"worker pid (\d+)", log.read_text())]
-                redis = trio.run(redis_pid, args.redis)
-                before = [cpu_seconds(p) for p in pids], cpu_seconds(redis), own_cpu()
-                report = trio.run(run_load, spec).to_dict()
-                after = [cpu_seconds(p) for p in pids], cpu_seconds(redis), own_cpu()
-                elapsed = report["elapsed_s"]
-                report["cpu_share"] = {
-                    "workers": [
-                        round((a - b) / elapsed, 2)
-                        for a, b in zip(after[0], before[0], strict=True)
-                    ],
-                    "redis": round((after[1] - before[1]) / elapsed, 2),
-                    "loadtest": round((after[2] - before[2]) / elapsed, 2),
-                }
-            finally:
-                stop_server(proc)
-            fo, it = report["first_output_ms"], report["interruption_ms"]
-            cpu = report["cpu_share"]
-            shares = " + ".join(f"{c:.2f}" for c in cpu["workers"])
-            print(f"| {workers} | {rate:g} | {report['peak_active_sessions']} "
-                  f"| {fo['p50']} / {fo['p99']} | {it['p50']} / {it['p99']} "
-                  f"| {report['completed']}/{report['sessions']} "
-                  f"| {sum(report['errors'].values())} | {report['lost_records']} "
-                  f"| {shares} / {cpu['redis']:.2f} / {cpu['loadtest']:.2f} |", flush=True)
-            if args.json:
-                with open(args.json, "a") as f:
-                    f.write(json.dumps({"workers": workers, "rate": rate, **report}) + "\n")
+          "| CPU cores: workers / redis / loadtest | under bound |")  # fmt: skip
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|:---:|")
+    results = [(w, *held(args, w)) for w in (int(w) for w in args.workers.split(","))]
+    base = results[0][1]
+    print()
+    print("| workers | sessions held (p99 < bound) | first output p50 / p99 ms at that "
+          "| CPU cores: workers / redis / loadtest | ratio to 1st |")  # fmt: skip
+    print("|---:|---:|---:|---:|---:|")
+    for workers, n, report in results:
+        ratio = f"{n / base:.2f}x" if base else "-"
+        if report is None:
+            print(f"| {workers} | 0 | - | - | {ratio} |")
+            continue
+        fo, cpu = report["first_output_ms"], report["cpu_cores"]
+        shares = " + ".join(f"{c:.2f}" for c in cpu["workers"])
+        print(f"| {workers} | {n} | {fo['p50']} / {fo['p99']} "
+              f"| {shares} / {cpu['redis']:.2f} / {cpu['loadtest']:.2f} | {ratio} |")  # fmt: skip
 
 
 if __name__ == "__main__":

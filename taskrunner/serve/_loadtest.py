@@ -195,6 +195,14 @@ class _SocketFollower(_Follower):
                         raise _SessionFailed(f"ws input {message.get('status', 'error')}")
                     self._add(message, trio.current_time())
                     self._wake()
+                # The server closes the socket after SessionEnded: let it, rather than
+                # closing from both ends at once.
+                with trio.move_on_after(self.spec.timeout):
+                    try:
+                        while True:
+                            await socket.get_message()
+                    except trio_websocket.ConnectionClosed:
+                        pass
         except trio_websocket.ConnectionRejected as exc:
             raise _SessionFailed(f"ws {exc.status_code}") from None
         except trio_websocket.ConnectionClosed as exc:
