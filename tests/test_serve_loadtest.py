@@ -46,7 +46,7 @@ async def test_ws_follow_against_two_workers_over_redis(tmp_path: Path, redis_ur
         async with _client(server) as client:
             listing = (await client.get("/v1/sessions")).json()["sessions"]
     assert report["errors"] == {}, report["errors"]
-    assert report["lost_records"] == 0 and report["completed"] == 4 and report["peak_active_sessions"] >= 1
+    assert report["lost_records"] == 0 and report["completed"] == 4
     # every turn timed its first output, and every turn ended with an interruption
     assert report["first_output_ms"]["n"] == 12 and report["interruption_ms"]["n"] == 12
     assert report["first_output_ms"]["p50"] > 0 and report["interruption_ms"]["p99"] > 0
