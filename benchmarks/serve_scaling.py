@@ -14,7 +14,8 @@ is over), records followed on each session's WebSocket (``--follow``).
 
 Prints one markdown row per run (peak active sessions, first-output and interruption
 p50/p99, errors, lost records, and the CPU each part used over the run in cores: CPU seconds
-/ elapsed, to tell whether the workers, Redis or the load generator is the limit), then the
+/ elapsed, to tell whether the workers, Redis or the load generator is the limit, and
+"other": what the rest of the machine used meanwhile, from /proc/stat), then the
 side-by-side table: sessions held per worker count and their ratio to one worker.
 """
 
@@ -77,6 +78,13 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def machine_busy() -> float:
+    """CPU seconds all cores of the machine have spent busy (not idle) so far (/proc/stat)."""
+    fields = [int(f) for f in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + fields[4]  # idle, iowait
+    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
 def own_cpu() -> float:
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime
@@ -110,16 +118,28 @@ def one_run(args: argparse.Namespace, workers: int, sessions: int) -> dict[str, 
         )  # fmt: skip
         pids = [int(p) for p in re.findall(r"worker pid (\d+)", log.read_text())]
         redis = trio.run(redis_pid, args.redis)
-        before = [cpu_seconds(p) for p in pids], cpu_seconds(redis), own_cpu()
+
+        def sample() -> tuple[list[float], float, float, float, float]:
+            workers = [cpu_seconds(p) for p in pids]
+            return workers, cpu_seconds(redis), own_cpu(), cpu_seconds(proc.pid), machine_busy()
+
+        before = sample()
         report = trio.run(run_load, spec).to_dict()
-        after = [cpu_seconds(p) for p in pids], cpu_seconds(redis), own_cpu()
+        after = sample()
     finally:
         stop_server(proc)
     elapsed = report["elapsed_s"]
+    workers = [(a - b) / elapsed for a, b in zip(after[0], before[0], strict=True)]
+    redis_cores, loadtest, parent, machine = ((after[i] - before[i]) / elapsed for i in range(1, 5))
     report["cpu_cores"] = {
-        "workers": [round((a - b) / elapsed, 2) for a, b in zip(after[0], before[0], strict=True)],
-        "redis": round((after[1] - before[1]) / elapsed, 2),
-        "loadtest": round((after[2] - before[2]) / elapsed, 2),
+        "workers": [round(w, 2) for w in workers],
+        "redis": round(redis_cores, 2),
+        "loadtest": round(loadtest, 2),
+        "serve_parent": round(parent, 2),  # the process that starts the workers
+        # everything else the machine ran meanwhile (other users' work, the kernel): all
+        # cores' busy time minus the parts above
+        "other": round(machine - sum(workers) - redis_cores - loadtest - parent, 2),
+        "machine": round(machine, 2),
     }
     p99 = report["first_output_ms"]["p99"]
     report["passed"] = bool(
@@ -137,7 +157,7 @@ def row(workers: int, report: dict[str, Any]) -> str:
         f"| {fo['p50']} / {fo['p99']} | {it['p50']} / {it['p99']} "
         f"| {report['completed']}/{report['sessions']} | {sum(report['errors'].values())} "
         f"| {report['lost_records']} | {shares} / {cpu['redis']:.2f} / {cpu['loadtest']:.2f} "
-        f"| {'yes' if report['passed'] else 'no'} |"
+        f"/ {cpu['other']:.2f} | {'yes' if report['passed'] else 'no'} |"
     )
 
 
@@ -194,13 +214,13 @@ def main() -> None:
           f"over {args.ramp:g} s, follow {args.follow}")  # fmt: skip
     print("| workers | sessions | peak active | first output p50 / p99 ms "
           "| interruption p50 / p99 ms | completed | errors | lost records "
-          "| CPU cores: workers / redis / loadtest | under bound |")  # fmt: skip
+          "| CPU cores: workers / redis / loadtest / other | under bound |")  # fmt: skip
     print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|:---:|")
     results = [(w, *held(args, w)) for w in (int(w) for w in args.workers.split(","))]
     base = results[0][1]
     print()
     print("| workers | sessions held (p99 < bound) | first output p50 / p99 ms at that "
-          "| CPU cores: workers / redis / loadtest | ratio to 1st |")  # fmt: skip
+          "| CPU cores: workers / redis / loadtest / other | ratio to 1st |")  # fmt: skip
     print("|---:|---:|---:|---:|---:|")
     for workers, n, report in results:
         ratio = f"{n / base:.2f}x" if base else "-"
@@ -210,7 +230,8 @@ def main() -> None:
         fo, cpu = report["first_output_ms"], report["cpu_cores"]
         shares = " + ".join(f"{c:.2f}" for c in cpu["workers"])
         print(f"| {workers} | {n} | {fo['p50']} / {fo['p99']} "
-              f"| {shares} / {cpu['redis']:.2f} / {cpu['loadtest']:.2f} | {ratio} |")  # fmt: skip
+              f"| {shares} / {cpu['redis']:.2f} / {cpu['loadtest']:.2f} / {cpu['other']:.2f} "
+              f"| {ratio} |")  # fmt: skip
 
 
 if __name__ == "__main__":
