@@ -5,7 +5,8 @@
 For each worker count of ``--workers``, finds the largest number of concurrent sessions for
 which the loadtest's input-to-first-output p99 stays under ``--bound-ms`` with no error and
 no lost record: it tries ``--start`` sessions, doubles until a run fails, then bisects
-between the last pass and the first failure down to ``--resolution`` sessions. Each run
+between the last pass and the first failure down to ``--resolution`` sessions; the worker
+counts' searches take turns, one run each. Each run
 starts a fresh ``serve examples/chat_agent.py --workers W --redis URL`` (with
 ``CHAT_AGENT_WORK_MS``, CPU milliseconds per streamed step) and a loadtest of N sessions
 started over ``--ramp`` seconds, each conversing ``--turns`` times ``--think`` seconds apart
@@ -161,35 +162,32 @@ def row(workers: int, report: dict[str, Any]) -> str:
     )
 
 
-def held(args: argparse.Namespace, workers: int) -> tuple[int, dict[str, Any] | None]:
-    """The most sessions that passed, and that run's report (0, None if none did)."""
-    runs: dict[int, dict[str, Any]] = {}
+class Search:
+    """The largest passing session count for one worker count: ``start``, doubling until a
+    run fails (or past ``top``), then bisecting between the last pass and the first failure
+    down to ``resolution``."""
 
-    def run(n: int) -> bool:
-        report = runs[n] = one_run(args, workers, n)
-        print(row(workers, report), flush=True)
-        if args.json:
-            with open(args.json, "a") as f:
-                f.write(json.dumps({"workers": workers, "bound_ms": args.bound_ms,
-                                    "work_ms": args.work_ms, **report}) + "\n")  # fmt: skip
-        return bool(report["passed"])
+    def __init__(self, start: int, top: int, resolution: int) -> None:
+        self.good = 0
+        self.bad: int | None = None
+        self.next_try: int | None = start
+        self.top, self.resolution = top, resolution
+        self.runs: dict[int, dict[str, Any]] = {}
 
-    good, bad = 0, None
-    n = args.start
-    while bad is None and n <= args.max:
-        if run(n):
-            good, n = n, 2 * n
+    def record(self, n: int, report: dict[str, Any]) -> None:
+        self.runs[n] = report
+        if report["passed"]:
+            self.good = n
         else:
-            bad = n
-    if bad is None:
-        bad = args.max + 1  # never failed up to --max: held is at least the last pass
-    while bad - good > args.resolution:
-        middle = (good + bad) // 2
-        if run(middle):
-            good = middle
-        else:
-            bad = middle
-    return good, runs.get(good)
+            self.bad = n
+        if self.bad is None:
+            self.next_try = 2 * n if 2 * n <= self.top else None
+            if self.next_try is None:
+                self.bad = self.top + 1  # never failed up to --max
+        if self.bad is not None:
+            self.next_try = (
+                (self.good + self.bad) // 2 if self.bad - self.good > self.resolution else None
+            )
 
 
 def main() -> None:
@@ -216,7 +214,23 @@ def main() -> None:
           "| interruption p50 / p99 ms | completed | errors | lost records "
           "| CPU cores: workers / redis / loadtest / other | under bound |")  # fmt: skip
     print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|:---:|")
-    results = [(w, *held(args, w)) for w in (int(w) for w in args.workers.split(","))]
+    # The searches take turns, one run each, so that whatever else the machine runs
+    # meanwhile falls on every worker count alike.
+    searches = {int(w): Search(args.start, args.max, args.resolution)
+                for w in args.workers.split(",")}  # fmt: skip
+    while any(search.next_try is not None for search in searches.values()):
+        for workers, search in searches.items():
+            n = search.next_try
+            if n is None:
+                continue
+            report = one_run(args, workers, n)
+            search.record(n, report)
+            print(row(workers, report), flush=True)
+            if args.json:
+                with open(args.json, "a") as f:
+                    f.write(json.dumps({"workers": workers, "bound_ms": args.bound_ms,
+                                        "work_ms": args.work_ms, **report}) + "\n")  # fmt: skip
+    results = [(w, s.good, s.runs.get(s.good)) for w, s in searches.items()]
     base = results[0][1]
     print()
     print("| workers | sessions held (p99 < bound) | first output p50 / p99 ms at that "
