@@ -41,6 +41,7 @@ import trio
 from taskrunner.serve._loadtest import FOLLOW_MODES, LoadSpec, run_load
 
 ROOT = Path(__file__).resolve().parent.parent
+EXTRA: list[str] = []  # more serve options (--serve-args)
 
 
 def start_server(
@@ -53,7 +54,7 @@ def start_server(
     proc = subprocess.Popen(
         [sys.executable, "-m", "taskrunner", "serve", str(ROOT / "examples/chat_agent.py"),
          "--port", "0", "--workers", str(workers), "--redis", redis,
-         "--prefix", f"bench{uuid.uuid4().hex[:6]}"],
+         "--prefix", f"bench{uuid.uuid4().hex[:6]}", *EXTRA],
         stdout=out, stderr=subprocess.STDOUT, env=env,
     )  # fmt: skip
     deadline = time.monotonic() + 30
@@ -205,11 +206,15 @@ def main() -> None:
     parser.add_argument("--start", type=int, default=10, help="first session count tried")
     parser.add_argument("--max", type=int, default=400, help="most sessions tried")
     parser.add_argument("--resolution", type=int, default=2, help="bisect down to this")
+    parser.add_argument("--serve-args", default="",
+                        help="more options for every serve, e.g. '--mirror 0'")
     parser.add_argument("--json", metavar="FILE", help="also write every run as JSON lines")
     args = parser.parse_args()
+    EXTRA[:] = args.serve_args.split()
     print(f"bound: first output p99 < {args.bound_ms:g} ms; agent: {args.work_ms:g} ms CPU "
           f"per streamed step; {args.turns} turns {args.think:g} s apart, sessions started "
-          f"over {args.ramp:g} s, follow {args.follow}")  # fmt: skip
+          f"over {args.ramp:g} s, follow {args.follow}; serve options: "
+          f"{args.serve_args or '(defaults)'}")  # fmt: skip
     print("| workers | sessions | peak active | first output p50 / p99 ms "
           "| interruption p50 / p99 ms | completed | errors | lost records "
           "| CPU cores: workers / redis / loadtest / other | under bound |")  # fmt: skip
