@@ -59,6 +59,27 @@ def raw_trio_scoped(n: int) -> float:
     return trio.run(main)
 
 
+def raw_trio_shared(n: int) -> float:
+    """N tasks, each in its own CancelScope, all in one nursery cancelled at once.
+
+    The floor of "one shared cancel scope per interruptible generation": the tasks still need
+    their own scopes (each task's deadline, ``cancel_task`` of one task, deferred interrupts),
+    and trio's price for a cancel that crosses a task's own scope is paid per task however
+    the cancel is delivered.
+    """
+
+    async def main() -> float:
+        async with trio.open_nursery() as nursery:
+            for _ in range(n):
+                nursery.start_soon(_sleep_in, trio.CancelScope())
+            await trio.testing.wait_all_tasks_blocked()
+            t0 = perf_counter()
+            nursery.cancel_scope.cancel()
+        return perf_counter() - t0
+
+    return trio.run(main)
+
+
 def taskrunner_cancel(n: int, timeout: float | None) -> float:
     """N interruptible ``sleep_forever`` tasks; time ``cancel_interruptible_tasks()``."""
 
@@ -85,6 +106,7 @@ def run(settings: Settings) -> list[Row]:
         {
             "raw": lambda: raw_trio(n),
             "floor": lambda: raw_trio_scoped(n),
+            "shared": lambda: raw_trio_shared(n),
             "tr": lambda: taskrunner_cancel(n, None),
             "tr30": lambda: taskrunner_cancel(n, 30),
         },
@@ -93,6 +115,9 @@ def run(settings: Settings) -> list[Row]:
     )
     raw = per_unit("cancel a raw nursery's scope", samples["raw"], n)
     floor = per_unit("cancel N CancelScopes, one per task", samples["floor"], n)
+    shared = per_unit(
+        "cancel one nursery's scope over N tasks in their own CancelScopes", samples["shared"], n
+    )
     tr = per_unit("cancel_interruptible_tasks() (timeout=None)", samples["tr"], n)
     case = f"N={n:,}"
     return [
@@ -105,6 +130,7 @@ def run(settings: Settings) -> list[Row]:
             VS_RAW,
         ),
         Row("cancel", case, floor, raw),
+        Row("cancel", case, shared, raw),
         Row("cancel", case, tr, floor),
     ]
 

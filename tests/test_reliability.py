@@ -874,6 +874,35 @@ async def test_limit_queues_tasks_in_pending(flavor: str, autojump_clock: Any) -
     assert isinstance(started, TaskStarted) and started.at == 1
 
 
+async def test_replacing_a_pending_task_when_the_queue_is_full(
+    flavor: str, autojump_clock: Any
+) -> None:
+    """on_duplicate="replace" of a pending task with the queue at pending_limit: the old one
+    gives its place up (cancelled, "replaced") and the new one waits in it."""
+
+    async def job() -> None:
+        await sleeper(flavor)(1)
+
+    async with supervised(flavor=flavor, limit=1, pending_limit=1) as (sup, records):
+        sup.create_task(job(), name="running")
+        old = sup.create_task(job(), name="later")
+        assert old.state is TaskState.PENDING
+        with pytest.raises(taskrunner.TaskLimitError):
+            sup.create_task(job(), name="other")  # the queue is full for a new name
+        new = sup.create_task(job(), name="later", on_duplicate="replace")
+        assert old.state is TaskState.CANCELLED and old.cancel_reason == "replaced"
+        assert new.state is TaskState.PENDING
+        await sup.wait_for_all_tasks()
+        assert new.state is TaskState.FINISHED
+    assert [(type(r).__name__, r.task_id) for r in of_task(records, "later")] == [
+        ("TaskQueued", old.id),
+        ("TaskCancelled", old.id),
+        ("TaskQueued", new.id),
+        ("TaskStarted", new.id),
+        ("TaskFinished", new.id),
+    ]
+
+
 async def test_a_limiter_shared_by_sessions(autojump_clock: Any) -> None:
     shared = Limiter(3)
     peak = 0

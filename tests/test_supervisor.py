@@ -384,6 +384,64 @@ async def test_current_task_and_callers_contextvars(flavor: str, autojump_clock:
     assert [r.event for r in records if isinstance(r, TaskOutput)] == [("g", "r-1")]
 
 
+@pytest.mark.parametrize("flavor", FLAVORS)
+async def test_current_task_in_children_creators_and_sections(
+    flavor: str, autojump_clock: Any
+) -> None:
+    """current_task() names the task the code belongs to: a trio task started in a nursery
+    the task opened belongs to it; a task created by another task is itself (never its
+    creator), whichever flavour creates which; outside any task (the supervisor's reader, a
+    plain nursery task) it is None."""
+    sleep = sleeper(flavor)
+    other = "asyncio" if flavor == "trio" else "trio"
+    seen: dict[str, str | None] = {}
+
+    def note(key: str) -> None:
+        me = taskrunner.current_task()
+        seen[key] = None if me is None else me.name
+
+    async def child_of_trio_task() -> None:
+        await trio.sleep(0)
+        note("nursery child")
+
+    async def created() -> None:
+        await sleeper(other)(0)
+        note("created")
+        with taskrunner.uninterruptible():
+            note("created, protected")
+
+    async def parent() -> None:
+        note("parent")
+        sup.create_task(created, name="created", flavor=other)
+        await sleep(0)
+        note("parent after create")
+
+    async def trio_parent() -> None:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(child_of_trio_task)
+        note("trio parent")
+
+    async def outside() -> None:
+        note("outside")
+
+    async with supervised(flavor=flavor) as (sup, records):
+        sup.create_task(parent, name="parent")
+        sup.create_task(trio_parent, name="trio-parent", flavor="trio")
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(outside)
+        await sup.wait_for_all_tasks()
+    assert seen == {
+        "parent": "parent",
+        "parent after create": "parent",
+        "created": "created",
+        "created, protected": "created",
+        "nursery child": "trio-parent",
+        "trio parent": "trio-parent",
+        "outside": None,
+    }
+    assert not [r for r in records if isinstance(r, TaskFailed)]
+
+
 # ---------------------------------------------------------------------------- failures
 
 

@@ -977,7 +977,9 @@ class SupervisorMachine(RuleBasedStateMachine):
             event("duplicate name refused")
             self.settle()
             return
-        if queued and pending_limit is not None and len(self.queue) >= pending_limit:
+        # A pending task being replaced gives its place in the queue up first.
+        waiting = len(self.queue) - (old is not None and policy == "replace" and not old.running)
+        if queued and pending_limit is not None and waiting >= pending_limit:
             assert isinstance(got, outcome.Error), "create_task went over pending_limit"
             assert isinstance(got.error, taskrunner.TaskLimitError), got.error
             message = str(got.error)

@@ -314,11 +314,17 @@ async def _guarded(coro: Awaitable[Any]) -> Any:
         return _Escape(exc)
 
 
-async def _await_asyncio(loop: Any, coro: Awaitable[Any], handle: TaskHandle | None) -> Any:
+async def _await_asyncio(
+    loop: Any,
+    coro: Awaitable[Any],
+    handle: TaskHandle | None,
+    running: dict[TaskHandle, asyncio.Task[Any]] | None = None,
+) -> Any:
     """Run ``coro`` as one asyncio task and wait for it from trio.
 
-    A trio cancel cancels the asyncio task (and the handle keeps it, so a stuck task can be
-    cancelled again); once it ends with ``CancelledError``, trio's ``Cancelled`` is raised.
+    A trio cancel cancels the asyncio task (``running`` keeps it under ``handle`` meanwhile,
+    so a stuck task can be cancelled again); once it ends with ``CancelledError``, trio's
+    ``Cancelled`` is raised.
     """
     try:
         task = loop.create_task(_guarded(coro))
@@ -326,8 +332,8 @@ async def _await_asyncio(loop: Any, coro: Awaitable[Any], handle: TaskHandle | N
         if inspect.iscoroutine(coro):
             coro.close()
         raise
-    if handle is not None:
-        handle._aio_task = task
+    if running is not None and handle is not None:
+        running[handle] = task
     trio_task = trio.lowlevel.current_task()
     raise_cancel: Callable[[], NoReturn] | None = None
 
@@ -360,8 +366,8 @@ async def _await_asyncio(loop: Any, coro: Awaitable[Any], handle: TaskHandle | N
                 sys.exc_info()[1].__cause__ = exc  # type: ignore[union-attr]
         raise
     finally:
-        if handle is not None:
-            handle._aio_task = None
+        if running is not None:
+            running.pop(handle, None)  # type: ignore[arg-type]
     if isinstance(result, _Escape):
         raise result.exc
     return result
@@ -370,7 +376,12 @@ async def _await_asyncio(loop: Any, coro: Awaitable[Any], handle: TaskHandle | N
 class AsyncioRunner:
     """The asyncio flavour's :class:`taskrunner._core.supervisor.FlavorRunner`."""
 
-    __slots__ = ()
+    __slots__ = ("_running",)
+
+    def __init__(self) -> None:
+        # The asyncio task of each running task of the supervisor (only asyncio-flavoured
+        # tasks pay for this entry, not every handle).
+        self._running: dict[TaskHandle, asyncio.Task[Any]] = {}
 
     async def run_task(self, sup: Supervisor, handle: TaskHandle, body: Any, is_gen: bool) -> Any:
         """Run ``body`` (an asyncio coroutine or async generator) as one asyncio task.
@@ -388,12 +399,12 @@ class AsyncioRunner:
                 partial(sup.put_output, handle),
                 partial(loop.trio_as_future, sup.wait_for_room),
             )
-            return await _await_asyncio(loop, drive, handle)
-        return await _await_asyncio(loop, body, handle)
+            return await _await_asyncio(loop, drive, handle, self._running)
+        return await _await_asyncio(loop, body, handle, self._running)
 
     def cancel_again(self, handle: TaskHandle) -> None:
         """Cancel the task's asyncio task once more (its code swallowed the last cancel)."""
-        task = handle._aio_task
+        task = self._running.get(handle)
         if task is not None and not task.done():
             task.cancel()
 

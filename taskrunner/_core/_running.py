@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections import deque
+from collections.abc import Awaitable
 from functools import partial
 from typing import Any
 
@@ -17,7 +18,7 @@ from trio.lowlevel import ParkingLot
 from ._checks import flavor_misuse
 from ._limiter import Limiter
 from ._outlet import RecordOutlet
-from ._task_context import FlavorRunner, _claimed, _current_task
+from ._task_context import FlavorRunner, _claimed, _current_task, _run_code
 from ._watch import StuckWatch
 from .handle import TaskHandle, TaskState
 from .records import (
@@ -100,62 +101,78 @@ class TaskRunning(RecordOutlet):
 
     async def _run(self, handle: TaskHandle) -> None:
         # The one frame a task adds above its own code: a trio coroutine task awaits its body
-        # right here (no wrapper coroutine per task).
-        _current_task.set(handle)
-        # The body stays on the handle while the task runs (debugging tools read its stack);
-        # _end drops it.
-        body = handle._body
-        if _claimed:
-            _claimed.discard(id(body))
-        if handle.state is not TaskState.RUNNING:  # cancelled while pending: already ended
-            return
-        scope = handle._scope
-        if handle._cancel_at is not None or scope.cancel_called:
-            # Cancelled (or timed out) before it ever ran: it does not start at all.
-            if handle._is_gen:
-                await body.aclose()
-            else:
-                body.close()
-            self._end_cancelled(handle)
-            return
-        escalate: BaseException | None = None
-        result: Any = None
-        try:
-            with scope:
-                if handle.flavor == "trio":
-                    if handle._is_gen:
-                        await self.drive_generator(
-                            body,
-                            partial(self.offer_output, handle),
-                            partial(self.put_output, handle),
-                        )
-                    else:
-                        result = await body
+        # right here (no wrapper coroutine per task). Its locals are kept to the few it needs,
+        # since this frame lives as long as the task (twice: trio makes a frame object of it).
+        # current_task() finds the handle from this frame (see _task_context), so a trio task
+        # binds no context variable; asyncio code, which runs in trio-asyncio's own trio
+        # task, finds it through the variable its asyncio task inherits.
+        if handle.flavor != "trio":
+            _current_task.set(handle)
+        if not self._may_run(handle):
+            if handle.state is TaskState.RUNNING:  # cancelled or timed out before it ran
+                if handle._is_gen:
+                    await handle._body.aclose()
                 else:
-                    result = await self._runner(handle).run_task(
-                        self, handle, body, handle._is_gen
-                    )
+                    handle._body.close()
+                self._end_cancelled(handle)
+            return
+        result: Any = None  # stays None when the task's own scope catches its cancel
+        try:
+            with handle._scope:
+                if handle.flavor == "trio" and not handle._is_gen:
+                    result = await handle._body
+                else:
+                    result = await self._driver(handle)
         except trio.Cancelled:
             # An enclosing scope was cancelled (the supervisor's nursery): closed.
             self._end(handle, TaskState.CANCELLED, handle.cancel_reason or "closed")
             raise
-        except (KeyboardInterrupt, SystemExit) as exc:
-            escalate = exc
-            self._end(handle, TaskState.FAILED, exc)
         except BaseException as exc:
-            # Any other exception (GeneratorExit, asyncio's CancelledError raised by the task
-            # itself, user BaseException subclasses) is this task's failure, nobody else's.
-            misuse = flavor_misuse(exc, handle.flavor, f"task {handle.name!r}", "create_task")
-            self._end(handle, TaskState.FAILED, exc if misuse is None else misuse)
+            if self._failed(handle, exc):
+                raise  # KeyboardInterrupt / SystemExit: recorded, and the run must end
         else:
-            if handle._is_gen and handle._detail is not None:
-                result = handle._detail  # a stale output kept for the terminal record
-            if handle.cancel_reason is not None or scope.cancel_called:
-                self._end_cancelled(handle, result)
-            else:
-                self._end(handle, TaskState.FINISHED, result)
-        if escalate is not None:
-            raise escalate
+            self._returned(handle, result)
+
+    def _driver(self, handle: TaskHandle) -> Awaitable[Any]:
+        """What runs the body of an asyncio-flavoured task or a generator task (made here, so
+        that _run's frame stays small)."""
+        if handle.flavor != "trio":
+            return self._runner(handle).run_task(self, handle, handle._body, handle._is_gen)
+        return self.drive_generator(
+            handle._body, partial(self.offer_output, handle), partial(self.put_output, handle)
+        )
+
+    def _may_run(self, handle: TaskHandle) -> bool:
+        """Whether the trio task of ``handle`` runs its body: not when the task already ended
+        while pending, nor when it was cancelled (or timed out) before it ever ran."""
+        if _claimed:
+            _claimed.discard(id(handle._body))
+        if handle.state is not TaskState.RUNNING:  # cancelled while pending: already ended
+            return False
+        return handle._cancel_at is None and not handle._scope.cancel_called
+
+    def _failed(self, handle: TaskHandle, exc: BaseException) -> bool:
+        """``handle``'s body raised ``exc`` (not trio's Cancelled); True if it must propagate.
+
+        Any exception (GeneratorExit, asyncio's CancelledError raised by the task itself, user
+        BaseException subclasses) is this task's failure, nobody else's; KeyboardInterrupt and
+        SystemExit are recorded and then end the run.
+        """
+        if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+            self._end(handle, TaskState.FAILED, exc)
+            return True
+        misuse = flavor_misuse(exc, handle.flavor, f"task {handle.name!r}", "create_task")
+        self._end(handle, TaskState.FAILED, exc if misuse is None else misuse)
+        return False
+
+    def _returned(self, handle: TaskHandle, result: Any) -> None:
+        """``handle``'s body returned ``result`` (None for a generator)."""
+        if handle._is_gen and handle._detail is not None:
+            result = handle._detail  # a stale output kept for the terminal record
+        if handle.cancel_reason is not None or handle._scope.cancel_called:
+            self._end_cancelled(handle, result)
+        else:
+            self._end(handle, TaskState.FINISHED, result)
 
     def _end_cancelled(self, handle: TaskHandle, result: Any = None) -> None:
         if handle.cancel_reason is None and handle.state is not TaskState.PENDING:
@@ -231,9 +248,9 @@ class TaskRunning(RecordOutlet):
             # terminal record, so the stream never shows more than `limit` tasks running.
             self._limiter._release()
 
-    def _report_stuck(self, handle: TaskHandle) -> None:
+    def _report_stuck(self, handle: TaskHandle, count: int) -> None:
+        """Report ``handle`` stuck for the ``count``-th time (the watch counts)."""
         assert handle._cancel_at is not None
-        handle._stuck_count += 1
         reason = handle.cancel_reason or "timed_out"
         _log(
             logging.WARNING,
@@ -250,9 +267,12 @@ class TaskRunning(RecordOutlet):
         self.emit(
             TaskStuck(
                 self._seq, now, handle.name, handle.id, reason, handle._cancel_at,
-                handle._stuck_count, session_id=self.session_id, wall=now + self._wall_offset,
+                count, session_id=self.session_id, wall=now + self._wall_offset,
             )
         )
+
+
+_run_code.append(TaskRunning._run.__code__)
 
 
 def replaced_key(name: str, task_id: int) -> str:

@@ -3,7 +3,8 @@
 Timeouts are the tasks' own cancel-scope deadlines (trio delivers them, and code inside the
 task sees them). This watch only has to notice, ``stuck_after`` seconds later, a task still
 running after its cancel. It keeps no reference to tasks (so a finished task's result is
-never held here): entries are ``(due, name, id)`` looked up among the running tasks.
+never held here): entries are ``(due, name, id, reports)`` looked up among the running tasks,
+``reports`` counting the ``TaskStuck`` reports made of that task so far.
 
 * cancels go into one FIFO (due = cancel time + grace: monotonic, so FIFO order is due order);
 * timeouts go into one FIFO per distinct timeout value (the default 30 s tasks all share
@@ -28,7 +29,7 @@ if TYPE_CHECKING:
 
 __all__ = ["StuckWatch"]
 
-Entry = tuple[float, str, int]
+Entry = tuple[float, str, int, int]
 
 
 class StuckWatch:
@@ -53,7 +54,7 @@ class StuckWatch:
         nursery: trio.Nursery,
         grace: float,
         lookup: Callable[[str, int], TaskHandle | None],
-        report: Callable[[TaskHandle], None],
+        report: Callable[[TaskHandle, int], None],
     ) -> None:
         self._nursery = nursery
         self._grace = grace
@@ -69,10 +70,11 @@ class StuckWatch:
 
     # ------------------------------------------------------------------ adding entries
 
-    def cancelled(self, handle: TaskHandle, at: float) -> None:
-        """``handle`` was cancelled at ``at``: check on it at ``at + grace``."""
+    def cancelled(self, handle: TaskHandle, at: float, reports: int = 0) -> None:
+        """``handle`` was cancelled at ``at``: check on it at ``at + grace`` (``reports``: how
+        many times it was already reported stuck)."""
         due = at + self._grace
-        self._cancels.append((due, handle.name, handle.id))
+        self._cancels.append((due, handle.name, handle.id, reports))
         self._wake(due)
 
     def deadline(self, handle: TaskHandle, deadline: float, timeout: float | None) -> None:
@@ -80,7 +82,7 @@ class StuckWatch:
         if deadline == math.inf:
             return
         due = deadline + self._grace
-        entry = (due, handle.name, handle.id)
+        entry = (due, handle.name, handle.id, 0)
         if timeout is not None:
             fifo = self._timeouts.get(timeout)
             if fifo is None:
@@ -146,8 +148,9 @@ class StuckWatch:
             ):
                 return
             handle._cancel_at = deadline
-        self._report(handle)
-        self.cancelled(handle, now)  # report again after another grace period
+        reports = entry[3] + 1
+        self._report(handle, reports)
+        self.cancelled(handle, now, reports)  # report again after another grace period
 
     async def _run(self) -> None:
         assert self._scope is not None

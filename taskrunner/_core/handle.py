@@ -71,7 +71,6 @@ class TaskHandle:
     """
 
     __slots__ = (
-        "_aio_task",
         "_body",
         "_cancel_at",
         "_deadline_set",
@@ -81,7 +80,6 @@ class TaskHandle:
         "_pending_interrupt",
         "_scope",
         "_shield_depth",
-        "_stuck_count",
         "_sup",
         "cancel_origin",
         "cancel_reason",
@@ -126,8 +124,6 @@ class TaskHandle:
         self._pending_interrupt = False
         self._cancel_at: float | None = None
         self._deadline_set = False  # set through .deadline (kept when a pending task starts)
-        self._stuck_count = 0
-        self._aio_task: Any = None
         self._body: Any = None
         self._is_gen = False
 

@@ -33,7 +33,6 @@ from ._task_context import (
     FlavorRunner,
     Lifecycle,
     _claimed,
-    _current_task,
     current_task,
     uninterruptible,
 )
@@ -244,8 +243,12 @@ class Supervisor(TaskRunning):
             queued = False
             if limiter is not None:
                 queued = not limiter._try_acquire()
+                # A pending task this one replaces gives its place in the queue up first.
+                pending = self._pending - (
+                    old is not None and old.state is TaskState.PENDING
+                )
                 if queued and self._pending_limit is not None and (
-                    self._pending >= self._pending_limit
+                    pending >= self._pending_limit
                 ):
                     raise TaskLimitError(
                         f"create_task({name!r}): {limiter.running} tasks are running (limit="
@@ -379,7 +382,7 @@ class Supervisor(TaskRunning):
             self._watch.deadline(handle, deadline, None)
 
     def _caller(self) -> TaskHandle | None:
-        handle = _current_task.get()
+        handle = current_task()
         if handle is not None and handle._sup is self and handle.state is TaskState.RUNNING:
             return handle
         return None

@@ -22,6 +22,7 @@ from typing import Any, TypeVar
 import trio
 
 from .._core._flavored import in_asyncio
+from ._fenced import FENCED_DDL
 from ._protocol import MemoryHit, OptionStats, SessionResult, StoreError, TestState, Variable
 
 __all__ = ["SQLStore"]
@@ -49,6 +50,7 @@ _TABLES = [
     """CREATE TABLE IF NOT EXISTS tr_checkpoints (
         session_id TEXT PRIMARY KEY, agent_id TEXT NOT NULL, body TEXT NOT NULL,
         wall DOUBLE PRECISION NOT NULL)""",
+    *FENCED_DDL,
 ]
 
 _WORD = re.compile(r"\w+", re.UNICODE)

@@ -1,7 +1,8 @@
 """Serve agents over HTTP and WebSocket, in one process or spread over workers with Redis.
 
 ``python -m taskrunner serve agent.py`` runs it; see the README's "Serving agents". Needs the
-``ui`` extra (Starlette, Hypercorn), and the ``serve`` extra (coredis) for ``--redis``.
+``ui`` extra (Starlette, Hypercorn), the ``serve`` extra (coredis) for ``--redis``, and the
+``postgres`` extra (psycopg) for ``--checkpoints postgresql://...``.
 :func:`create_api` and :class:`RedisBackend` are imported on first use, so importing this
 package (as the command line does) needs neither.
 """

@@ -53,6 +53,13 @@ def add_serve_parser(sub: Any) -> None:
     p.add_argument("--stop-grace", type=float, default=0.0)
     p.add_argument("--max-body", type=_positive(int, "--max-body"), default=64 * 1024)
     p.add_argument("--prefix", default="taskrunner", help="Redis key prefix")
+    p.add_argument(
+        "--checkpoints",
+        default="redis",
+        metavar="WHERE",
+        help="with --redis: where the workers keep each session's checkpoint: 'redis' "
+        "(default) or postgresql://USER@HOST:PORT/DB (the same for every worker)",
+    )
     p.add_argument("--worker-fd", type=int, default=None, help=argparse.SUPPRESS)
     p.add_argument("--worker-url", default=None, help=argparse.SUPPRESS)
     p.set_defaults(run=main_serve)
@@ -76,6 +83,7 @@ def main_serve(args: argparse.Namespace) -> int:
         raise SystemExit("error: --workers N needs --redis URL (workers share sessions there)")
     if args.redis and not args.redis.startswith(("redis://", "rediss://", "unix://")):
         raise SystemExit(f"error: --redis takes redis://HOST:PORT/DB, got {args.redis!r}")
+    checkpoints = _checkpoints(args)
     if args.stop_grace < 0:
         raise SystemExit("error: --stop-grace must be >= 0")
     agent_id = args.agent_id or Path(args.module).stem
@@ -96,10 +104,34 @@ def main_serve(args: argparse.Namespace) -> int:
         stop_grace=args.stop_grace,
         max_body=args.max_body,
         prefix=args.prefix,
+        checkpoints=checkpoints,
     )
     if args.worker_fd is not None:
         return run_worker(cfg, args.worker_fd, args.worker_url or "")
     return run_parent(cfg)
+
+
+def _checkpoints(args: argparse.Namespace) -> str | None:
+    """The PostgreSQL DSN ``--checkpoints`` names, None for Redis; exits on a bad value."""
+    import importlib.util
+
+    from ._store_checkpoints import check_checkpoints_option
+
+    try:
+        dsn = check_checkpoints_option(args.checkpoints)
+    except ValueError as exc:
+        raise SystemExit(f"error: {exc}") from None
+    if dsn is not None and not args.redis:
+        raise SystemExit(
+            "error: --checkpoints postgresql://... needs --redis URL (the checkpoints are for "
+            "workers that take sessions over from each other)"
+        )
+    if dsn is not None and importlib.util.find_spec("psycopg") is None:
+        raise SystemExit(
+            "error: --checkpoints postgresql://... needs psycopg 3: "
+            "pip install 'taskrunner[serve,postgres]'"
+        )
+    return dsn
 
 
 def add_loadtest_parser(sub: Any) -> None:

@@ -9,7 +9,9 @@ Keys, under a prefix (``taskrunner`` by default):
 ``P:s:ID:meta``      hash: agent_id, environment, parameters, state, owner, created
 ``P:s:ID:in``        stream of the session's inputs (the first is its start)
 ``P:s:ID:rec``       stream of its records, entry id ``0-(seq+1)``, bounded by ``max_records``
-``P:s:ID:ckpt``      its last checkpoint (JSON), saved after every handled input
+``P:s:ID:ckpt``      its last checkpoint (JSON), saved after every handled input (unless
+                     ``checkpoints`` names PostgreSQL: then they are kept there, see
+                     ``_store_checkpoints.py``, fenced by an epoch instead of the lease)
 ``P:s:ID:lease``     the owning worker's id, expiring after ``lease`` seconds unless renewed
 ``P:w:WORKER:wake``  a small stream that wakes the worker's blocking reads
 
@@ -54,7 +56,9 @@ class RedisBackend(RedisApi):
     :meth:`run` in a nursery; :meth:`drain` (SIGTERM) stops claiming, hands the sessions to
     other live workers after their current input (or stops them when there is none), and
     returns once all is written. ``mirror``: how many of the most recent sessions other
-    workers run this worker's debugger page shows too (0: only its own).
+    workers run this worker's debugger page shows too (0: only its own). ``checkpoints``:
+    None keeps the checkpoints in Redis; a ``postgresql://`` URL keeps them in that database
+    (every worker of the deployment must be given the same one).
     """
 
     # ------------------------------------------------------------------ running
@@ -62,23 +66,36 @@ class RedisBackend(RedisApi):
     async def run(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Connect, then claim and run sessions until :meth:`drain` finishes.
 
-        Waits (retrying) until Redis answers before ``task_status.started()``. Cancelling it
+        Waits (retrying) until Redis, and PostgreSQL when it holds the checkpoints, answer
+        before ``task_status.started()``. Cancelling it
         stops everything at once, as a crash would: the sessions stay claimed until their
         leases expire, and then another worker takes them over.
         """
         async with self._client:
             await self._retrying("setup", self._setup)
-            async with trio.open_nursery() as nursery:
-                self._nursery = nursery
-                nursery.start_soon(self._inputs.run)
-                nursery.start_soon(self._records.run)
-                nursery.start_soon(self._flusher)
-                nursery.start_soon(self._renewer)
-                nursery.start_soon(self._claimer)
-                nursery.start_soon(self._orphan_scanner)
-                nursery.start_soon(Mirror(self, self._mirror).run)
-                task_status.started()
-                await trio.sleep_forever()
+            if self._checkpoints is not None:
+                await self._checkpoints.connect()
+            try:
+                await self._serve(task_status)
+            finally:
+                if self._checkpoints is not None:
+                    with trio.CancelScope(shield=True):
+                        await self._checkpoints.aclose()
+
+    async def _serve(self, task_status: trio.TaskStatus[None]) -> None:
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            nursery.start_soon(self._inputs.run)
+            nursery.start_soon(self._records.run)
+            nursery.start_soon(self._flusher)
+            if self._checkpoints is not None:
+                nursery.start_soon(self._checkpointer)
+            nursery.start_soon(self._renewer)
+            nursery.start_soon(self._claimer)
+            nursery.start_soon(self._orphan_scanner)
+            nursery.start_soon(Mirror(self, self._mirror).run)
+            task_status.started()
+            await trio.sleep_forever()
 
     async def _setup(self) -> None:
         try:
@@ -117,6 +134,10 @@ class RedisBackend(RedisApi):
             self._flushed = trio.Event()
             self._queue_wakeup.set()
             await self._flushed.wait()
+        while self._after or self._after_busy:  # the checkpoints in PostgreSQL
+            self._after_idle = trio.Event()
+            self._after_wakeup.set()
+            await self._after_idle.wait()
         async def leave() -> None:
             async with self._client.pipeline(transaction=False) as pipe:
                 pipe.zrem(self._key("workers"), [self.worker_id])
@@ -135,7 +156,7 @@ class RedisBackend(RedisApi):
         new = self._key("new")
         while not self._draining:
             room = self._max_sessions - len(self._runners)
-            if room <= 0 or self._down_since is not None:
+            if room <= 0 or self._cut_off:
                 await trio.sleep(0.2)
                 continue
             result = await self._retrying(
@@ -161,7 +182,7 @@ class RedisBackend(RedisApi):
         """Every third of the lease, claim the live sessions that nobody holds."""
         while True:
             await trio.sleep(self._lease / 3)
-            if self._draining or self._down_since is not None:
+            if self._draining or self._cut_off:
                 continue
             try:
                 live = list(await self._client.smembers(self._key("live")))
@@ -206,7 +227,20 @@ class RedisBackend(RedisApi):
         if not meta or meta.get("state") == "ended":
             await self._retrying("claim", lambda: client.delete([lease_key]))
             return
-        state = json.loads(ckpt) if ckpt else None
+        epoch = 0
+        if self._checkpoints is None:
+            state = json.loads(ckpt) if ckpt else None
+        else:
+            # The checkpoint is in PostgreSQL: claim it there (a new epoch fences the
+            # previous owner's writes), then make sure the lease survived the wait. (If it
+            # did not, the epoch bumped here gets the worker that took the lease refused at
+            # its next save: it gives the session up, which is claimed again after a lease.)
+            epoch, state = await self._checkpoints.claim(session_id)
+            renew = [self.worker_id, int(self._lease * 1000)]
+            gone = await self._retrying("claim", lambda: self._script("RENEW")([lease_key], renew))
+            if gone:
+                logger.warning("worker %s: lost %s while claiming", self.worker_id, session_id)
+                return
         last_seq = seq_of(last[0].identifier) if last else -1
         resume: Resume | None = None
         if last_seq >= 0:
@@ -238,10 +272,11 @@ class RedisBackend(RedisApi):
             stop_grace=self._stop_grace,
             owner=self.worker_id,
             publish=lambda record: self._enqueue("rec", session_id, record),
-            save=lambda saved: self._enqueue("ckpt", session_id, saved),
+            save=lambda saved: self._enqueue("ckpt", session_id, (epoch, saved)),
             resume=resume,
         )
         self._runners[session_id] = runner
+        self._epochs[session_id] = epoch
         self.hub.register(session_id, runner)
         assert self._nursery is not None
         try:
@@ -277,8 +312,9 @@ class RedisBackend(RedisApi):
             self._inputs.unwatch(self._skey(session_id, "in"))
             self.hub.unregister_control(session_id)
             self._runners.pop(session_id, None)
+            epoch = self._epochs.pop(session_id, 0)
             if runner.state == "ended" and not runner._aborted:
-                self._enqueue("release" if runner._handing_over else "end", session_id, None)
+                self._enqueue("release" if runner._handing_over else "end", session_id, epoch)
 
     # ------------------------------------------------------------------ writing
 
@@ -297,11 +333,53 @@ class RedisBackend(RedisApi):
                 await self._queue_wakeup.wait()
                 continue
             batch = [self._queue[i] for i in range(min(len(self._queue), 500))]
-            await self._retrying("publisher", partial(self._write, batch))
+            if self._checkpoints is None:
+                await self._retrying("publisher", partial(self._write, batch))
+            else:
+                await self._records_then_store(batch)
             for _ in range(len(batch)):
                 self._queue.popleft()
 
-    async def _write(self, batch: list[tuple[str, str, Any]]) -> None:
+    async def _records_then_store(self, batch: list[tuple[str, str, Any]]) -> None:
+        """With checkpoints in PostgreSQL: write the batch's records (Redis), then hand its
+        checkpoints, ends and hand-overs, in order, to :meth:`_checkpointer`. So a
+        checkpoint is never ahead of its records, and records go on while PostgreSQL is
+        down (only each session's last checkpoint waits, with its end or hand-over)."""
+        records = [item for item in batch if item[0] == "rec"]
+        refused = await self._retrying("publisher", partial(self._write, records))
+        self._after += [i for i in batch if i[0] != "rec" and i[1] not in refused]
+        self._after_wakeup.set()
+
+    async def _checkpointer(self) -> None:
+        """Save the checkpoints and ends in PostgreSQL (fenced by the claim's epoch; retried
+        while it is down), then write the ends and hand-overs to Redis: a session is handed
+        over only once its last checkpoint is saved."""
+        assert self._checkpoints is not None
+        while True:
+            if not self._after:
+                self._after_idle.set()
+                self._after_wakeup = trio.Event()
+                await self._after_wakeup.wait()
+                continue
+            items, self._after = self._after, []
+            self._after_busy = len(items)
+            saves: dict[str, tuple[int, dict[str, Any]]] = {}
+            ends: dict[str, int] = {}
+            for kind, session_id, value in items:
+                if kind == "ckpt":
+                    saves[session_id] = value  # the last one supersedes the others
+                elif kind == "end":
+                    ends[session_id] = value
+            for session_id in await self._checkpoints.write(saves, ends):
+                self._lost(session_id, "checkpoint refused: another worker claimed the session")
+            rest = [item for item in items if item[0] in ("end", "release")]
+            await self._retrying("publisher", partial(self._write, rest))
+            self._after_busy = 0
+
+    async def _write(self, batch: list[tuple[str, str, Any]]) -> set[str]:
+        """Write a batch to Redis; returns the sessions whose lease was not ours."""
+        if not batch:
+            return set()
         # Group consecutive records of a session into one script call; keep every
         # session's own order (checkpoints after the records before them).
         calls: list[tuple[str, str, list[Any]]] = []
@@ -322,7 +400,7 @@ class RedisBackend(RedisApi):
                     results.append(self._script("PUBLISH")(keys, args, client=pipe))
                 elif kind == "ckpt":
                     keys = [lease, self._skey(session_id, "ckpt")]
-                    args = [self.worker_id, json.dumps(values[0], default=repr)]
+                    args = [self.worker_id, json.dumps(values[0][1], default=repr)]
                     results.append(self._script("SAVE")(keys, args, client=pipe))
                 elif kind == "end":
                     keys = [
@@ -339,9 +417,12 @@ class RedisBackend(RedisApi):
                     results.append(
                         self._script("RELEASE")(keys, [self.worker_id, session_id], client=pipe)
                     )
+        refused: set[str] = set()
         for (kind, session_id, _), result in zip(calls, results, strict=True):
             if not await result:
+                refused.add(session_id)
                 self._lost(session_id, f"{kind} refused: the lease is not ours")
+        return refused
 
     def _lost(self, session_id: str, why: str) -> None:
         runner = self._runners.get(session_id)

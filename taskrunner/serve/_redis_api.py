@@ -215,7 +215,8 @@ class RedisApi(RedisBase):
             "sessions": len(self._runners),
             "draining": self._draining,
             "redis": "ok" if down is None else f"unreachable for {time.monotonic() - down:.1f} s",
-            "claiming": not self._draining and down is None,
-            "queued_writes": len(self._queue),
+            "claiming": not self._draining and not self._cut_off,
+            "checkpoints": "redis" if self._checkpoints is None else self._checkpoints.describe(),
+            "queued_writes": len(self._queue) + len(self._after) + self._after_busy,
             "lease": self._lease if math.isfinite(self._lease) else None,
         }

@@ -8,7 +8,7 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from functools import partial
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import coredis
 import coredis.exceptions
@@ -22,6 +22,9 @@ from . import _redis_scripts as scripts
 from ._backend import worker_name
 from ._errors import UnavailableError
 from ._runner import SessionRunner
+
+if TYPE_CHECKING:
+    from ._store_checkpoints import StoreCheckpoints
 
 __all__ = ["BLOCK_MS", "GROUP", "REDIS_DOWN", "RedisBase", "Tail", "seq_of"]
 
@@ -126,6 +129,7 @@ class RedisBase:
         prefix: str = "taskrunner",
         retention: float = 24 * 3600,
         mirror: int = 100,
+        checkpoints: str | None = None,
     ) -> None:
         self.worker_id = worker_name()
         self.agent_id = agent_id
@@ -143,10 +147,17 @@ class RedisBase:
             redis_url, decode_responses=True, connect_timeout=2.0, stream_timeout=10.0
         )
         self._runners: dict[str, SessionRunner] = {}
+        #: the checkpoint epoch of each session run here (0 with checkpoints in Redis)
+        self._epochs: dict[str, int] = {}
         self._nursery: trio.Nursery | None = None
         self._draining = False
         self._queue: deque[tuple[str, str, Any]] = deque()
         self._queue_wakeup = trio.Event()
+        # with checkpoints in PostgreSQL: what waits for them (checkpoints, ends, hand-overs)
+        self._after: list[tuple[str, str, Any]] = []
+        self._after_wakeup = trio.Event()
+        self._after_busy = 0
+        self._after_idle = trio.Event()
         self._flushed = trio.Event()
         self._down_since: float | None = None
         self._last_renewal = time.monotonic()
@@ -155,6 +166,20 @@ class RedisBase:
         self._scripts: dict[str, Any] = {}
         self._inputs = Tail(self, "inputs")
         self._records = Tail(self, "records")
+        self._checkpoints: StoreCheckpoints | None = None
+        if checkpoints is not None:
+            from ._store_checkpoints import StoreCheckpoints
+
+            self._checkpoints = StoreCheckpoints(
+                checkpoints, worker_id=self.worker_id, retention=self._retention
+            )
+
+    @property
+    def _cut_off(self) -> bool:
+        """Whether Redis, or PostgreSQL holding the checkpoints, cannot be reached now
+        (then the worker claims no session)."""
+        store = self._checkpoints
+        return self._down_since is not None or (store is not None and store.down_since is not None)
 
     # ------------------------------------------------------------------ keys
 

@@ -47,7 +47,8 @@ class ServeConfig:
     ``redis_url`` None keeps everything in this process (records in memory). ``lease`` is
     the seconds a worker's hold on a session lasts without renewal (takeover time after a
     crash); ``max_records`` bounds each session's kept records (memory, or its Redis stream);
-    ``mirror`` is how many recent sessions of other workers a worker's debugger page shows.
+    ``mirror`` is how many recent sessions of other workers a worker's debugger page shows;
+    ``checkpoints`` a PostgreSQL URL where the workers keep the checkpoints (None: in Redis).
     """
 
     module: str
@@ -66,6 +67,7 @@ class ServeConfig:
     stop_grace: float = 0.0
     max_body: int = 64 * 1024
     prefix: str = "taskrunner"
+    checkpoints: str | None = None
 
 
 def bind_socket(host: str, port: int) -> socket.socket:
@@ -136,6 +138,7 @@ async def _worker(cfg: ServeConfig, fd: int, url: str) -> None:
             max_sessions=cfg.max_sessions,
             prefix=cfg.prefix,
             mirror=cfg.mirror,
+            checkpoints=cfg.checkpoints,
         )
     loopback = is_loopback(cfg.host)
     debugger = create_debugger(
@@ -198,6 +201,8 @@ def _worker_argv(cfg: ServeConfig, fd: int, url: str) -> list[str]:
         argv += ["--flavor", cfg.flavor]
     if cfg.redis_url:
         argv += ["--redis", cfg.redis_url]
+    if cfg.checkpoints:
+        argv += ["--checkpoints", cfg.checkpoints]
     return argv
 
 
