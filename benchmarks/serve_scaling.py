@@ -197,13 +197,13 @@ def main() -> None:
     parser.add_argument("--workers", default="1,2")
     parser.add_argument("--bound-ms", type=float, default=250.0,
                         help="p99 input-to-first-output bound (default %(default)s)")
-    parser.add_argument("--work-ms", type=float, default=5.0,
+    parser.add_argument("--work-ms", type=float, default=10.0,
                         help="CPU ms per streamed step of the agent (default %(default)s)")
     parser.add_argument("--turns", type=int, default=16)
     parser.add_argument("--think", type=float, default=1.0)
     parser.add_argument("--ramp", type=float, default=4.0, help="seconds to start all sessions")
     parser.add_argument("--follow", choices=FOLLOW_MODES, default="ws")
-    parser.add_argument("--start", type=int, default=10, help="first session count tried")
+    parser.add_argument("--start", type=int, default=8, help="first session count tried")
     parser.add_argument("--max", type=int, default=400, help="most sessions tried")
     parser.add_argument("--resolution", type=int, default=2, help="bisect down to this")
     parser.add_argument("--serve-args", default="",
