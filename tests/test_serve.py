@@ -525,13 +525,14 @@ async def test_sigterm_hands_sessions_over(tmp_path: Path, redis_url: str) -> No
             await _wait_record(client, sid, _said("turn 2: two"))
 
 
-async def test_loadtest_command_on_the_chat_example(tmp_path: Path) -> None:
+@pytest.mark.parametrize("follow", ["ws", "poll"])
+async def test_loadtest_command_on_the_chat_example(tmp_path: Path, follow: str) -> None:
     chat = str(Path(__file__).parent.parent / "examples" / "chat_agent.py")
     async with serve(tmp_path, "--api-key", KEY, agent=chat) as server:
         result = await trio.run_process(
             [sys.executable, "-m", "taskrunner", "loadtest", server.url, "--agent-id",
              "chat_agent", "--sessions", "3", "--rate", "20", "--turns", "2", "--think", "0.2",
-             "--interrupt-every", "1", "--api-key", KEY, "--json"],
+             "--interrupt-every", "1", "--api-key", KEY, "--json", "--follow", follow],
             capture_stdout=True,
             capture_stderr=True,
             check=False,

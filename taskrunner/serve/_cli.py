@@ -151,6 +151,9 @@ def add_loadtest_parser(sub: Any) -> None:
     p.add_argument("--text", default="hello", help="what the user says")
     p.add_argument("--api-key", default=None, help="bearer key (default: $TASKRUNNER_API_KEY)")
     p.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for a reply")
+    p.add_argument("--follow", choices=("ws", "poll"), default="ws",
+                   help="receive records (and send inputs) on each session's WebSocket, or "
+                   "long-poll GET .../events and POST inputs (default %(default)s)")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(run=main_loadtest)

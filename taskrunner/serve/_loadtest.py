@@ -1,13 +1,16 @@
 """``python -m taskrunner loadtest URL``: start sessions over the API, converse, interrupt,
 and report latencies, errors and lost records.
 
-Each session: ``POST .../sessions/start``; a follower long-polls ``GET .../events?wait=``
-for its records; ``--turns`` times: send a text input and time until the handler's first
-output for it arrives (input-to-first-output), wait ``--think`` seconds, and after every
-``--interrupt-every``-th turn ``POST .../interrupt`` and time until the ``TaskCancelled``
-(reason ``"interrupted"``) arrives. Then a stop, and a check: every record the follower saw
-must still be there, identical, and the session's ``seq`` must run without a gap
-(``lost records`` counts what is missing). Sessions start at ``--rate`` per second.
+Each session: ``POST .../sessions/start``; a follower receives its records, either
+(``--follow ws``, the default) on the session's WebSocket ``WS .../ws?after=-1``, over which
+the text inputs and the stop are also sent, or (``--follow poll``) by long-polling
+``GET .../events?wait=``, the inputs going by ``POST .../input``. ``--turns`` times: send a
+text input and time until the handler's first output for it arrives (input-to-first-output),
+wait ``--think`` seconds, and after every ``--interrupt-every``-th turn
+``POST .../interrupt`` and time until the ``TaskCancelled`` (reason ``"interrupted"``)
+arrives. Then a stop, and a check over HTTP: every record the follower saw must still be
+there, identical, and the session's ``seq`` must run without a gap (``lost records`` counts
+what is missing). Sessions start at ``--rate`` per second.
 """
 
 from __future__ import annotations
@@ -25,9 +28,18 @@ import attrs
 import httpx
 import trio
 
-__all__ = ["LoadReport", "LoadSpec", "main_loadtest", "run_load"]
+__all__ = ["FOLLOW_MODES", "LoadReport", "LoadSpec", "main_loadtest", "run_load"]
 
 Record = dict[str, Any]
+
+#: How a session's records reach the load generator: its WebSocket, or long-polled HTTP.
+FOLLOW_MODES = ("ws", "poll")
+
+
+def _follow_mode(instance: Any, attribute: Any, value: str) -> None:
+    if value not in FOLLOW_MODES:
+        accepted = " or ".join(repr(m) for m in FOLLOW_MODES)
+        raise ValueError(f"LoadSpec.follow takes {accepted}, got {value!r}")
 
 
 @attrs.frozen
@@ -44,6 +56,7 @@ class LoadSpec:
     text: str = "hello"
     api_key: str | None = None
     timeout: float = 30.0
+    follow: str = attrs.field(default="ws", validator=_follow_mode)
 
 
 @attrs.define
@@ -95,17 +108,31 @@ class _SessionFailed(Exception):
 
 
 class _Follower:
-    """Long-polls one session's records and wakes whoever waits for one."""
+    """Receives one session's records and wakes whoever waits for one. This base class
+    long-polls ``GET .../events`` and sends inputs with ``POST .../input``."""
 
-    def __init__(self, client: httpx.AsyncClient, session_id: str) -> None:
+    def __init__(self, client: httpx.AsyncClient, session_id: str, spec: LoadSpec) -> None:
         self.client = client
         self.session_id = session_id
+        self.spec = spec
         self.records: list[Record] = []
         self.arrived: list[float] = []
         self.ended = False
         self._news = trio.Event()
 
-    async def run(self) -> None:
+    def _add(self, record: Record, now: float) -> None:
+        self.records.append(record)
+        self.arrived.append(now)
+        if record["type"] == "SessionEnded":
+            self.ended = True
+
+    def _wake(self) -> None:
+        self._news.set()
+        self._news = trio.Event()
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Follow until ``SessionEnded``; ready (``task_status``) once inputs can be sent."""
+        task_status.started()
         after = -1
         while not self.ended:
             response = await self.client.get(
@@ -116,13 +143,13 @@ class _Follower:
                 raise _SessionFailed(f"events {response.status_code}")
             now = trio.current_time()
             for record in response.json()["records"]:
-                self.records.append(record)
-                self.arrived.append(now)
+                self._add(record, now)
                 after = record["seq"]
-                if record["type"] == "SessionEnded":
-                    self.ended = True
-            self._news.set()
-            self._news = trio.Event()
+            self._wake()
+
+    async def send(self, event: Record) -> None:
+        """Send one input event to the session."""
+        await _post(self.client, f"v1/sessions/{self.session_id}/input", event, 202)
 
     async def wait_for(
         self, check: Callable[[Record], bool], start: int, timeout: float, what: str
@@ -139,6 +166,63 @@ class _Follower:
                     break
                 await self._news.wait()
         raise _SessionFailed(f"timeout waiting for {what}")
+
+
+class _SocketFollower(_Follower):
+    """Receives the records on the session's WebSocket (one connection, no request per
+    record) and sends the inputs over it too. An ``{"error": ...}`` frame (a refused
+    input) or a socket closed before ``SessionEnded`` fails the session."""
+
+    _socket: Any = None
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Follow until ``SessionEnded``; ready (``task_status``) once the socket is open."""
+        import trio_websocket
+
+        base = str(self.client.base_url)
+        url = "ws" + base.removeprefix("http") + f"v1/sessions/{self.session_id}/ws?after=-1"
+        headers = [(k.encode(), v.encode()) for k, v in self.client.headers.items()
+                   if k.lower() == "authorization"]  # fmt: skip
+        try:
+            async with trio_websocket.open_websocket_url(
+                url, extra_headers=headers, connect_timeout=self.spec.timeout
+            ) as socket:
+                self._socket = socket
+                task_status.started()
+                while not self.ended:
+                    message = json.loads(await socket.get_message())
+                    if "error" in message:
+                        raise _SessionFailed(f"ws input {message.get('status', 'error')}")
+                    self._add(message, trio.current_time())
+                    self._wake()
+                # The server closes the socket after SessionEnded: let it, rather than
+                # closing from both ends at once.
+                with trio.move_on_after(self.spec.timeout):
+                    try:
+                        while True:
+                            await socket.get_message()
+                    except trio_websocket.ConnectionClosed:
+                        pass
+        except trio_websocket.ConnectionRejected as exc:
+            raise _SessionFailed(f"ws {exc.status_code}") from None
+        except trio_websocket.ConnectionClosed as exc:
+            raise _SessionFailed(_closed(exc)) from None
+        except (trio_websocket.HandshakeError, OSError) as exc:
+            raise _SessionFailed(f"ws {type(exc).__name__}") from None
+
+    async def send(self, event: Record) -> None:
+        """Send one input event as a text frame on the socket."""
+        import trio_websocket
+
+        try:
+            await self._socket.send_message(json.dumps(event))
+        except trio_websocket.ConnectionClosed as exc:
+            raise _SessionFailed(_closed(exc)) from None
+
+
+def _closed(exc: Any) -> str:
+    code = exc.reason.code if exc.reason is not None else "?"
+    return f"ws closed ({code}) before SessionEnded"
 
 
 async def _post(client: httpx.AsyncClient, path: str, body: Any, status: int) -> Any:
@@ -190,14 +274,14 @@ async def _session(
         body = {"parameters": {"name": "load"}}
         started = await _post(client, f"v1/agents/{spec.agent_id}/sessions/start", body, 201)
         sid = started["session_id"]
-        follower = _Follower(client, sid)
+        follower = (_SocketFollower if spec.follow == "ws" else _Follower)(client, sid, spec)
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(follower.run)
+            await nursery.start(follower.run)
             for turn in range(spec.turns):
                 text = f"{spec.text} {turn}"
                 mark = len(follower.records)
                 sent = trio.current_time()
-                await _post(client, f"v1/sessions/{sid}/input", {"type": "text", "text": text}, 202)
+                await follower.send({"type": "text", "text": text})
                 arrived = await follower.wait_for(_answer_to(text), mark, spec.timeout, "output")
                 report.first_output.append(arrived - sent)
                 await trio.sleep(spec.think)
@@ -212,7 +296,7 @@ async def _session(
                         "interruption",
                     )
                     report.interruption.append(arrived - sent)
-            await _post(client, f"v1/sessions/{sid}/input", {"type": "stop"}, 202)
+            await follower.send({"type": "stop"})
             ended = _type("SessionEnded")
             await follower.wait_for(ended, 0, spec.timeout, "SessionEnded")
         await _check(client, follower, report)
@@ -297,6 +381,7 @@ def main_loadtest(args: argparse.Namespace) -> int:
         text=args.text,
         api_key=args.api_key or os.environ.get("TASKRUNNER_API_KEY") or None,
         timeout=args.timeout,
+        follow=args.follow,
     )
     progress: Callable[[LoadReport], None] | None = None
     bar: Any = None

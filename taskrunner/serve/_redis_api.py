@@ -145,6 +145,7 @@ class RedisApi(RedisBase):
         """See :class:`taskrunner.serve.Backend`."""
         await self._meta(session_id)
         last = after
+        ended = False
         with self._watching(session_id, after) as key:
             while True:
                 news = self._news(key)
@@ -155,9 +156,13 @@ class RedisApi(RedisBase):
                     if record["type"] == "SessionEnded":
                         return
                 if not found:
-                    if (await self._meta(session_id)).get("state") == "ended":
+                    if ended:
                         return
-                    await self._await(news, 5.0)
+                    # The owner writes the end after the session's last records, which may
+                    # have come since the read above: once ended, read again to the end.
+                    ended = (await self._meta(session_id)).get("state") == "ended"
+                    if not ended:
+                        await self._await(news, 5.0)
 
     def _info(self, session_id: str, meta: dict[str, str]) -> dict[str, Any]:
         return {
