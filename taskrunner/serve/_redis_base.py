@@ -3,7 +3,6 @@ calls while Redis is down, and the blocking reader over many streams."""
 
 from __future__ import annotations
 
-import logging
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -21,14 +20,13 @@ from ..tools.hub import Hub
 from . import _redis_scripts as scripts
 from ._backend import worker_name
 from ._errors import UnavailableError
+from ._retry import Outage
 from ._runner import SessionRunner
 
 if TYPE_CHECKING:
     from ._store_checkpoints import StoreCheckpoints
 
 __all__ = ["BLOCK_MS", "GROUP", "REDIS_DOWN", "RedisBase", "Tail", "seq_of"]
-
-logger = logging.getLogger("taskrunner.serve")
 
 T = TypeVar("T")
 
@@ -159,7 +157,7 @@ class RedisBase:
         self._after_busy = 0
         self._after_idle = trio.Event()
         self._flushed = trio.Event()
-        self._down_since: float | None = None
+        self._redis_outage = Outage("Redis", self.worker_id)
         self._last_renewal = time.monotonic()
         self._record_events: dict[str, trio.Event] = {}
         self._followers: dict[str, int] = {}
@@ -199,34 +197,13 @@ class RedisBase:
 
     async def _retrying(self, what: str, call: Callable[[], Awaitable[T]]) -> T:
         """``await call()``, again with backoff (0.1 s doubling to 5 s) while Redis is down;
-        the outage and the recovery are logged once each."""
-        delay = 0.1
-        while True:
-            try:
-                result = await call()
-            except REDIS_DOWN as exc:
-                if self._down_since is None:
-                    self._down_since = time.monotonic()
-                    logger.warning(
-                        "worker %s: Redis unreachable (%s: %s); retrying with backoff, "
-                        "not claiming sessions meanwhile",
-                        self.worker_id,
-                        type(exc).__name__,
-                        exc,
-                    )
-                else:
-                    logger.debug("%s: Redis still unreachable: %s", what, exc)
-                await trio.sleep(delay)
-                delay = min(delay * 2, 5.0)
-                continue
-            if self._down_since is not None:
-                logger.warning(
-                    "worker %s: Redis reachable again after %.1f s",
-                    self.worker_id,
-                    time.monotonic() - self._down_since,
-                )
-                self._down_since = None
-            return result
+        the outage and the recovery are logged once each (see :class:`Outage`)."""
+        return await self._redis_outage.retrying(what, call, REDIS_DOWN)
+
+    @property
+    def _down_since(self) -> float | None:
+        """When Redis became unreachable (``time.monotonic()``), None while it answers."""
+        return self._redis_outage.since
 
     async def _api_call(self, call: Callable[[], Awaitable[T]]) -> T:
         """A call made for an API request: fails fast with 503 while Redis is down."""

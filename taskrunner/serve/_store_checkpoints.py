@@ -13,7 +13,6 @@ worker claims no session meanwhile; nothing is dropped and the worker keeps runn
 from __future__ import annotations
 
 import json
-import logging
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
@@ -23,10 +22,9 @@ import trio
 from .._store._fenced import claim_session_checkpoint, write_session_checkpoints
 from .._store._postgres import PostgresStore, _hide_password
 from .._store._protocol import StoreError
+from ._retry import Outage
 
 __all__ = ["CHECKPOINT_SCHEMES", "StoreCheckpoints", "check_checkpoints_option"]
-
-logger = logging.getLogger("taskrunner.serve")
 
 T = TypeVar("T")
 
@@ -61,39 +59,19 @@ class StoreCheckpoints:
         self.url = self.store.url
         self.worker_id = worker_id
         self.retention = retention
-        #: ``time.monotonic()`` when PostgreSQL became unreachable, None while it answers.
-        self.down_since: float | None = None
+        self._outage = Outage("PostgreSQL checkpoints", worker_id)
+
+    @property
+    def down_since(self) -> float | None:
+        """``time.monotonic()`` when PostgreSQL became unreachable, None while it answers."""
+        return self._outage.since
 
     async def retrying(self, what: str, call: Callable[[], Awaitable[T]]) -> T:
         """``await call()``, again with backoff while the store fails (``StoreError``); the
-        outage and the recovery are logged once each. Cancellation waits for the database
-        call under way (see :class:`taskrunner.Store`), then raises ``trio.Cancelled``."""
-        delay = 0.1
-        while True:
-            try:
-                result = await call()
-            except StoreError as exc:
-                if self.down_since is None:
-                    self.down_since = time.monotonic()
-                    logger.warning(
-                        "worker %s: PostgreSQL checkpoints unreachable (%s); retrying with "
-                        "backoff, not claiming sessions meanwhile",
-                        self.worker_id,
-                        exc,
-                    )
-                else:
-                    logger.debug("%s: PostgreSQL still unreachable: %s", what, exc)
-                await trio.sleep(delay)
-                delay = min(delay * 2, 5.0)
-                continue
-            if self.down_since is not None:
-                logger.warning(
-                    "worker %s: PostgreSQL checkpoints reachable again after %.1f s",
-                    self.worker_id,
-                    time.monotonic() - self.down_since,
-                )
-                self.down_since = None
-            return result
+        outage and the recovery are logged once each (see :class:`Outage`). Cancellation
+        waits for the database call under way (see :class:`taskrunner.Store`), then raises
+        ``trio.Cancelled``."""
+        return await self._outage.retrying(what, call, StoreError)
 
     async def connect(self) -> None:
         """Wait (retrying) until PostgreSQL answers and the table exists."""
