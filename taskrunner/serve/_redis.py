@@ -117,8 +117,8 @@ class RedisBackend(RedisApi):
             w
             for w in await self._retrying(
                 "drain",
-                lambda: self._client.zrangebyscore(
-                    self._key("workers"), now - self._lease, "+inf"
+                lambda: self._client.zrange(
+                    self._key("workers"), now - self._lease, "+inf", sortby=PureToken.BYSCORE
                 ),
             )
             if w != self.worker_id

@@ -11,6 +11,7 @@ from contextlib import contextmanager
 from typing import Any
 
 import trio
+from coredis.tokens import PureToken
 
 from ._backend import Deliver, new_session_id
 from ._errors import ConflictError, NotFoundError, UnavailableError
@@ -182,7 +183,9 @@ class RedisApi(RedisBase):
         """See :class:`taskrunner.serve.Backend`."""
 
         async def read() -> list[dict[str, Any]]:
-            ids = list(await self._client.zrevrange(self._key("sessions"), 0, limit - 1))
+            ids = list(
+                await self._client.zrange(self._key("sessions"), 0, limit - 1, rev=True)
+            )
             async with self._client.pipeline(transaction=False) as pipe:
                 metas = [pipe.hgetall(self._skey(s, "meta")) for s in ids]
             out = []
@@ -202,8 +205,11 @@ class RedisApi(RedisBase):
         if down is None:
             try:
                 workers = list(
-                    await self._client.zrangebyscore(
-                        self._key("workers"), time.time() - self._lease, "+inf"
+                    await self._client.zrange(
+                        self._key("workers"),
+                        time.time() - self._lease,
+                        "+inf",
+                        sortby=PureToken.BYSCORE,
                     )
                 )
             except REDIS_DOWN:

@@ -78,7 +78,9 @@ class Mirror:
         backend = self._backend
         hub = backend.hub
         client = backend._client
-        recent = list(await client.zrevrange(backend._key("sessions"), 0, self._limit - 1))
+        recent = list(
+            await client.zrange(backend._key("sessions"), 0, self._limit - 1, rev=True)
+        )
         for session_id in list(self._last):
             if session_id not in recent and backend._skey(session_id, "rec") not in (
                 self._tail.positions
