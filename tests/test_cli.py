@@ -234,6 +234,10 @@ def test_record_refuses_to_overwrite_and_creates_private_files(tmp_path: Path) -
 # ---- Ctrl-C: one line, exit 130, recording flushed ------------------------------------
 
 
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def interrupt_when(
     args: list[str], ready: str, *, stream: str = "stderr", delay: float = 0.0
 ) -> tuple[int, str]:
@@ -244,6 +248,9 @@ def interrupt_when(
         stderr=subprocess.PIPE,
         text=True,
         cwd=ROOT,
+        # A suite started in the background by a non-interactive shell inherits SIGINT
+        # ignored, and Python then leaves it ignored: the Ctrl-C under test would be lost.
+        preexec_fn=_default_sigint,
     )
     watched = proc.stderr if stream == "stderr" else proc.stdout
     assert watched is not None
