@@ -50,6 +50,11 @@ async def test_ws_follow_against_two_workers_over_redis(tmp_path: Path, redis_ur
     # every turn timed its first output, and every turn ended with an interruption
     assert report["first_output_ms"]["n"] == 12 and report["interruption_ms"]["n"] == 12
     assert report["first_output_ms"]["p50"] > 0 and report["interruption_ms"]["p99"] > 0
+    # ... split at the output record's time: both parts of every turn, each within the whole
+    # (the worker and the load generator share this machine's clock)
+    for part in ("to_output_ms", "to_client_ms"):
+        assert report[part]["n"] == 12
+        assert 0 <= report[part]["p50"] <= report["first_output_ms"]["p99"], report
     assert len(listing) == 4 and {s["state"] for s in listing} == {"ended"}
     # per session at least: the greeting, 3 answers, 3 interruptions, the goodbye, the end
     assert report["records"] >= 4 * 9

@@ -19,6 +19,7 @@ import argparse
 import json
 import math
 import os
+import time
 from collections import Counter
 from collections.abc import Callable
 from functools import partial
@@ -68,6 +69,12 @@ class LoadReport:
     elapsed: float = 0.0
     peak_active: int = 0
     first_output: list[float] = attrs.field(factory=list)
+    #: the first-output latency in two parts, from the output record's ``wall`` time (the
+    #: worker's clock: meaningful when the load generator runs on the same machine): from
+    #: sending the text until the handler's output was recorded, and from then until it
+    #: reached the client.
+    to_output: list[float] = attrs.field(factory=list)
+    to_client: list[float] = attrs.field(factory=list)
     interruption: list[float] = attrs.field(factory=list)
     errors: Counter[str] = attrs.field(factory=Counter)
     records: int = 0
@@ -95,6 +102,10 @@ class LoadReport:
             "peak_active_sessions": self.peak_active,
             "first_output_ms": {"n": len(self.first_output), "p50": ms(self.first_output, 0.5),
                                 "p99": ms(self.first_output, 0.99)},
+            "to_output_ms": {"n": len(self.to_output), "p50": ms(self.to_output, 0.5),
+                             "p99": ms(self.to_output, 0.99)},
+            "to_client_ms": {"n": len(self.to_client), "p50": ms(self.to_client, 0.5),
+                             "p99": ms(self.to_client, 0.99)},
             "interruption_ms": {"n": len(self.interruption), "p50": ms(self.interruption, 0.5),
                                 "p99": ms(self.interruption, 0.99)},
             "errors": dict(self.errors),
@@ -155,12 +166,19 @@ class _Follower:
         self, check: Callable[[Record], bool], start: int, timeout: float, what: str
     ) -> float:
         """Arrival time of the first record from index ``start`` on that satisfies ``check``."""
+        return (await self.wait_for_record(check, start, timeout, what))[0]
+
+    async def wait_for_record(
+        self, check: Callable[[Record], bool], start: int, timeout: float, what: str
+    ) -> tuple[float, Record]:
+        """The first record from index ``start`` on that satisfies ``check``, with its
+        arrival time."""
         index = start
         with trio.move_on_after(timeout):
             while True:
                 while index < len(self.records):
                     if check(self.records[index]):
-                        return self.arrived[index]
+                        return self.arrived[index], self.records[index]
                     index += 1
                 if self.ended:
                     break
@@ -281,9 +299,16 @@ async def _session(
                 text = f"{spec.text} {turn}"
                 mark = len(follower.records)
                 sent = trio.current_time()
+                sent_wall = time.time()
                 await follower.send({"type": "text", "text": text})
-                arrived = await follower.wait_for(_answer_to(text), mark, spec.timeout, "output")
+                arrived, answer = await follower.wait_for_record(
+                    _answer_to(text), mark, spec.timeout, "output"
+                )
                 report.first_output.append(arrived - sent)
+                made = answer.get("wall")
+                if isinstance(made, (int, float)):
+                    report.to_output.append(made - sent_wall)
+                    report.to_client.append(arrived - sent - (made - sent_wall))
                 await trio.sleep(spec.think)
                 if spec.interrupt_every and (turn + 1) % spec.interrupt_every == 0:
                     mark = len(follower.records)
@@ -352,12 +377,15 @@ def _print(report: LoadReport) -> None:
     table.add_column(style="bold")
     table.add_column(justify="right")
     fo, it = d["first_output_ms"], d["interruption_ms"]
+    to, tc = d["to_output_ms"], d["to_client_ms"]
     rows = [
         ("sessions", f"{d['completed']:,} completed of {d['sessions']:,}"),
         ("elapsed", f"{d['elapsed_s']:.2f} s"),
         ("sessions / s", f"{d['sessions_per_s']}"),
         ("peak active sessions", f"{d['peak_active_sessions']:,}"),
         ("input to first output p50 / p99", f"{fo['p50']} ms / {fo['p99']} ms (n={fo['n']})"),
+        ("  until recorded (worker's clock)", f"{to['p50']} ms / {to['p99']} ms"),
+        ("  then until received", f"{tc['p50']} ms / {tc['p99']} ms"),
         ("interruption p50 / p99", f"{it['p50']} ms / {it['p99']} ms (n={it['n']})"),
         ("errors", ", ".join(f"{k}: {v}" for k, v in d["errors"].items()) or "0"),
         ("records checked", f"{d['records']:,}"),
