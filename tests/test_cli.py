@@ -263,7 +263,12 @@ def interrupt_when(
         seen += line
     time.sleep(delay)
     proc.send_signal(signal.SIGINT)
-    _out, err = proc.communicate(timeout=30)
+    try:
+        _out, err = proc.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()  # a failing test must not leave the CLI running
+        proc.communicate()
+        raise
     return proc.returncode, (seen + err) if stream == "stderr" else err
 
 
