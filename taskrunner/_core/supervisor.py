@@ -243,12 +243,10 @@ class Supervisor(TaskRunning):
             queued = False
             if limiter is not None:
                 queued = not limiter._try_acquire()
-                # A pending task this one replaces gives its place in the queue up first.
-                pending = self._pending - (
-                    old is not None and old.state is TaskState.PENDING
-                )
                 if queued and self._pending_limit is not None and (
-                    pending >= self._pending_limit
+                    # a pending task this one replaces gives its place in the queue up first
+                    self._pending - (old is not None and old.state is TaskState.PENDING)
+                    >= self._pending_limit
                 ):
                     raise TaskLimitError(
                         f"create_task({name!r}): {limiter.running} tasks are running (limit="
