@@ -390,8 +390,8 @@ async def test_current_task_in_children_creators_and_sections(
 ) -> None:
     """current_task() names the task the code belongs to: a trio task started in a nursery
     the task opened belongs to it; a task created by another task is itself (never its
-    creator), whichever flavour creates which; outside any task (the supervisor's reader, a
-    plain nursery task) it is None."""
+    creator), whichever flavour creates which, also in asyncio code a trio task runs through
+    ``run_in_asyncio``; outside any task (a plain nursery task) it is None."""
     sleep = sleeper(flavor)
     other = "asyncio" if flavor == "trio" else "trio"
     seen: dict[str, str | None] = {}
@@ -404,11 +404,22 @@ async def test_current_task_in_children_creators_and_sections(
         await trio.sleep(0)
         note("nursery child")
 
+    async def note_from_asyncio(key: str) -> None:
+        await asyncio.sleep(0)
+        note(key)
+
     async def created() -> None:
         await sleeper(other)(0)
         note("created")
         with taskrunner.uninterruptible():
             note("created, protected")
+        if other == "trio":
+            # asyncio code a trio task runs (made by an asyncio task: it must not be taken
+            # for its maker's)
+            await taskrunner.run_in_asyncio(note_from_asyncio, "created, its asyncio code")
+
+    async def trio_child_asyncio() -> None:
+        await taskrunner.run_in_asyncio(note_from_asyncio, "trio task, its asyncio code")
 
     async def parent() -> None:
         note("parent")
@@ -427,6 +438,7 @@ async def test_current_task_in_children_creators_and_sections(
     async with supervised(flavor=flavor) as (sup, records):
         sup.create_task(parent, name="parent")
         sup.create_task(trio_parent, name="trio-parent", flavor="trio")
+        sup.create_task(trio_child_asyncio, name="trio-asyncio-caller", flavor="trio")
         async with trio.open_nursery() as nursery:
             nursery.start_soon(outside)
         await sup.wait_for_all_tasks()
@@ -435,6 +447,8 @@ async def test_current_task_in_children_creators_and_sections(
         "parent after create": "parent",
         "created": "created",
         "created, protected": "created",
+        "trio task, its asyncio code": "trio-asyncio-caller",
+        **({"created, its asyncio code": "created"} if other == "trio" else {}),
         "nursery child": "trio-parent",
         "trio parent": "trio-parent",
         "outside": None,

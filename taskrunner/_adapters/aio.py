@@ -21,7 +21,7 @@ import trio
 
 from .._core._checks import safe_repr
 from .._core._outlet import OfferFn, PutFn
-from .._core._task_context import APPENDED, FULL
+from .._core._task_context import APPENDED, FULL, _current_task, current_task
 
 
 def _import_trio_asyncio() -> Any:
@@ -280,7 +280,9 @@ async def run_in_asyncio(fn: Callable[..., Awaitable[T]], *args: Any) -> T:
     result (trio code). Use it to make (and close) long-lived asyncio clients shared by every
     session. Cancelling the call cancels the asyncio task."""
     loop = await asyncio_loop()
-    return cast(T, await _await_asyncio(loop, fn(*args), None))
+    # Called from a task, the asyncio code belongs to it (current_task(), set_data's source).
+    bind = current_task()
+    return cast(T, await _await_asyncio(loop, fn(*args), bind=bind))
 
 
 def run_trio_from_asyncio(fn: Callable[..., Coroutine[Any, Any, T]], *args: Any) -> Any:
@@ -307,7 +309,9 @@ class _Escape:
         self.exc = exc
 
 
-async def _guarded(coro: Awaitable[Any]) -> Any:
+async def _guarded(coro: Awaitable[Any], bind: TaskHandle | None) -> Any:
+    if bind is not None:
+        _current_task.set(bind)  # in this asyncio task's own context
     try:
         return await coro
     except (KeyboardInterrupt, SystemExit) as exc:
@@ -317,23 +321,25 @@ async def _guarded(coro: Awaitable[Any]) -> Any:
 async def _await_asyncio(
     loop: Any,
     coro: Awaitable[Any],
-    handle: TaskHandle | None,
-    running: dict[TaskHandle, asyncio.Task[Any]] | None = None,
+    keep: tuple[dict[TaskHandle, asyncio.Task[Any]], TaskHandle] | None = None,
+    *,
+    bind: TaskHandle | None = None,
 ) -> Any:
     """Run ``coro`` as one asyncio task and wait for it from trio.
 
-    A trio cancel cancels the asyncio task (``running`` keeps it under ``handle`` meanwhile,
-    so a stuck task can be cancelled again); once it ends with ``CancelledError``, trio's
-    ``Cancelled`` is raised.
+    A trio cancel cancels the asyncio task; once it ends with ``CancelledError``, trio's
+    ``Cancelled`` is raised. ``keep`` = ``(running, handle)``: ``running[handle]`` holds the
+    asyncio task meanwhile, so a stuck task can be cancelled again. ``bind``: the task
+    ``current_task()`` names in that code.
     """
     try:
-        task = loop.create_task(_guarded(coro))
+        task = loop.create_task(_guarded(coro, bind))
     except BaseException:
         if inspect.iscoroutine(coro):
             coro.close()
         raise
-    if running is not None and handle is not None:
-        running[handle] = task
+    if keep is not None:
+        keep[0][keep[1]] = task
     trio_task = trio.lowlevel.current_task()
     raise_cancel: Callable[[], NoReturn] | None = None
 
@@ -366,8 +372,8 @@ async def _await_asyncio(
                 sys.exc_info()[1].__cause__ = exc  # type: ignore[union-attr]
         raise
     finally:
-        if running is not None:
-            running.pop(handle, None)  # type: ignore[arg-type]
+        if keep is not None:
+            del keep[0][keep[1]]
     if isinstance(result, _Escape):
         raise result.exc
     return result
@@ -399,8 +405,8 @@ class AsyncioRunner:
                 partial(sup.put_output, handle),
                 partial(loop.trio_as_future, sup.wait_for_room),
             )
-            return await _await_asyncio(loop, drive, handle, self._running)
-        return await _await_asyncio(loop, body, handle, self._running)
+            return await _await_asyncio(loop, drive, (self._running, handle))
+        return await _await_asyncio(loop, body, (self._running, handle))
 
     def cancel_again(self, handle: TaskHandle) -> None:
         """Cancel the task's asyncio task once more (its code swallowed the last cancel)."""
@@ -417,14 +423,14 @@ async def run_generator(
     backpressure (trio code)."""
     loop = await asyncio_loop()
     await _await_asyncio(
-        loop, _drive(agen, offer, put, partial(loop.trio_as_future, sup.wait_for_room)), None
+        loop, _drive(agen, offer, put, partial(loop.trio_as_future, sup.wait_for_room))
     )
 
 
 async def run_coroutine(coro: Coroutine[Any, Any, T]) -> T:
     """Await the asyncio coroutine ``coro`` as one asyncio task and return its result."""
     loop = await asyncio_loop()
-    return cast(T, await _await_asyncio(loop, coro, None))
+    return cast(T, await _await_asyncio(loop, coro))
 
 
 async def _drive(

@@ -105,7 +105,8 @@ class TaskRunning(RecordOutlet):
         # since this frame lives as long as the task (twice: trio makes a frame object of it).
         # current_task() finds the handle from this frame (see _task_context), so a trio task
         # binds no context variable; asyncio code, which runs in trio-asyncio's own trio
-        # task, finds it through the variable its asyncio task inherits.
+        # task, finds it through the variable its asyncio task inherits (run_in_asyncio binds
+        # the calling task in the asyncio task it makes).
         if handle.flavor != "trio":
             _current_task.set(handle)
         if not self._may_run(handle):

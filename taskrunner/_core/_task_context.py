@@ -88,10 +88,12 @@ def _trio_task_handle(task: trio.lowlevel.Task) -> TaskHandle | None:
     own trio task, and finds its handle in the context variable).
 
     Each task's trio task runs ``TaskRunning._run(handle)``; its handle is read from that
-    frame only when asked for, so a task binds no context variable (136 bytes per idle task,
-    the largest per-task cost above trio's own before this).
+    frame only when asked for, so a task binds no context variable (a binding costs 136
+    bytes per idle task).
     """
-    code = _run_code[0] if _run_code else None
+    if not _run_code:  # no supervisor module loaded: no task can exist
+        return None
+    code = _run_code[0]
     at: trio.lowlevel.Task | None = task
     while at is not None:
         coro = at.coro
