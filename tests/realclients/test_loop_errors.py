@@ -50,29 +50,18 @@ async def unclosed_aiohttp_session(target: str, seen: Callable[[], bool]) -> Non
     gc.collect()
 
 
-async def asyncpg_cancelled_connect(target: str, seen: Callable[[], bool]) -> None:
-    """Connects cancelled at varied points until one leaves a future that asyncpg's protocol
-    fails later with "unexpected connection_lost() call", and nobody retrieves it (in plain
-    asyncio about one attempt in twenty; up to 400 attempts)."""
+async def asyncpg_reset_in_transaction(target: str, seen: Callable[[], bool]) -> None:
+    """Resets a connection inside a transaction it started by hand: asyncpg reports that
+    through the loop's exception handler ("Resetting connection with an active transaction"),
+    as it does when a pool takes back such a connection."""
     import asyncpg
 
-    for attempt in range(400):
-        task = asyncio.ensure_future(asyncpg.connect(target))
-        for _ in range(attempt % 12):
-            await asyncio.sleep(0)
-        await asyncio.sleep(0.0005 * (attempt // 12 % 4))
-        task.cancel()
-        try:
-            conn = await task
-        except asyncio.CancelledError:
-            pass
-        else:
-            await conn.close()
-        if attempt % 12 == 11:
-            await asyncio.sleep(0.05)
-            gc.collect()
-            if seen():
-                return
+    conn = await asyncpg.connect(target)
+    try:
+        await conn.transaction().start()
+        await conn.reset()
+    finally:
+        await conn.close()
 
 
 Provocation = Callable[[str, Callable[[], bool]], Awaitable[None]]
@@ -82,9 +71,9 @@ PROVOCATIONS: dict[str, tuple[Provocation, str, str | None]] = {
     "fire_and_forget_task": (fire_and_forget_task, "Task exception was never retrieved", None),
     "unretrieved_future": (unretrieved_future, "Future exception was never retrieved", None),
     "unclosed_aiohttp_session": (unclosed_aiohttp_session, "Unclosed client session", None),
-    "asyncpg_cancelled_connect": (
-        asyncpg_cancelled_connect,
-        "exception was never retrieved",
+    "asyncpg_reset_in_transaction": (
+        asyncpg_reset_in_transaction,
+        "Resetting connection with an active transaction",
         "postgres_dsn",
     ),
 }
