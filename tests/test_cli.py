@@ -243,7 +243,8 @@ def interrupt_when(
 ) -> tuple[int, str]:
     """Start the CLI, wait for ``ready`` on its stderr (or stdout) and ``delay``, send SIGINT."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "taskrunner", *args],
+        # faulthandler: a child that hangs is sent SIGABRT below, which prints its stacks.
+        [sys.executable, "-X", "faulthandler", "-m", "taskrunner", *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -266,9 +267,16 @@ def interrupt_when(
     try:
         _out, err = proc.communicate(timeout=30)
     except subprocess.TimeoutExpired:
-        proc.kill()  # a failing test must not leave the CLI running
-        proc.communicate()
-        raise
+        # A failing test must not leave the CLI running; its stacks say where it hung.
+        proc.send_signal(signal.SIGABRT)
+        try:
+            out, err = proc.communicate(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out, err = proc.communicate()
+        raise AssertionError(
+            f"still running 30 s after Ctrl-C; output:\n{seen}{out}\nstderr:\n{err}"
+        ) from None
     return proc.returncode, (seen + err) if stream == "stderr" else err
 
 

@@ -57,6 +57,10 @@ def _import_trio_asyncio() -> Any:
 
 
 trio_asyncio = _import_trio_asyncio()
+try:
+    from trio_asyncio._base import TrioAsyncioExit as _LoopExit  # how loop.stop() ends it
+except ImportError:  # pragma: no cover - internals moved: let every SystemExit through
+    _LoopExit = SystemExit
 
 if TYPE_CHECKING:
     from .._core.handle import TaskHandle
@@ -135,9 +139,46 @@ def _abandoning_run_in_executor(loop: Any) -> Callable[..., Any]:
 def _prepare(loop: Any) -> None:
     if getattr(loop, "_taskrunner_prepared", False):
         return
+    _protect_loop_from_ctrl_c(loop)
     loop.set_exception_handler(_exception_handler)
     loop.run_in_executor = _abandoning_run_in_executor(loop)
     loop._taskrunner_prepared = True
+
+
+def _protect_loop_from_ctrl_c(loop: Any) -> None:
+    """Keep a Ctrl-C (a signal's KeyboardInterrupt) out of trio-asyncio's loop machinery.
+
+    trio raises KeyboardInterrupt wherever the main thread is, unless the code there is
+    KI-protected, in which case the run's main task gets it at its next checkpoint. trio-
+    asyncio's loop task (``_main_loop``, and every asyncio callback it runs) is not: a
+    Ctrl-C landing there ends the loop with asyncio tasks still waited for, and the run
+    hangs for ever (trio-asyncio issues 88 and 118). Marking ``_main_loop`` protected (for
+    every trio-asyncio loop of the process: trio keys the mark on the code object) sends it
+    to the main task instead, and the run ends through cancellation as anywhere else. The
+    code of a supervised asyncio task stays interruptible: ``_guarded`` lifts the mark.
+    """
+    main_loop = getattr(type(loop), "_main_loop", None)
+    if main_loop is not None and hasattr(main_loop, "__code__"):
+        trio.lowlevel.enable_ki_protection(main_loop)
+
+
+def _survive_escaping_interrupt(exc: KeyboardInterrupt | SystemExit, loop: Any) -> None:
+    """A KeyboardInterrupt or SystemExit raised out of an asyncio callback, reported.
+
+    asyncio lets these through its loop; in trio-asyncio that ends the loop with futures
+    still awaited, and the run hangs. When a task raised it, asyncio has already set it on
+    the task, so whoever awaits the task gets it (a supervised task re-raises it on the trio
+    side, which ends the run as in trio); the loop goes on, and the escape is logged.
+    trio-asyncio's own ``TrioAsyncioExit`` (how ``loop.stop()`` ends the loop) is re-raised.
+    """
+    if isinstance(exc, _LoopExit):
+        raise exc
+    loop.call_exception_handler(
+        {
+            "message": f"{type(exc).__name__} escaped an asyncio callback; the loop goes on",
+            "exception": exc,
+        }
+    )
 
 
 #: How many ready asyncio callbacks taskrunner's loop runs at least per trio scheduling round
@@ -168,7 +209,10 @@ def _run_callbacks_in_batches(loop: Any) -> bool:
     sniffio_state = sniffio.thread_local
 
     async def main_loop_one(no_wait: bool = False) -> None:
-        await one(loop, no_wait)  # trio-asyncio's step: waits for work, runs one callback
+        try:
+            await one(loop, no_wait)  # trio-asyncio's step: waits for work, runs one callback
+        except (KeyboardInterrupt, SystemExit) as exc:
+            _survive_escaping_interrupt(exc, loop)
         if no_wait:
             return
         receive = loop._q_recv.receive_nowait
@@ -196,6 +240,8 @@ def _run_callbacks_in_batches(loop: Any) -> bool:
                 previous, sniffio_state.name = sniffio_state.name, "asyncio"
                 try:
                     obj._run()
+                except (KeyboardInterrupt, SystemExit) as exc:
+                    _survive_escaping_interrupt(exc, loop)
                 finally:
                     sniffio_state.name = previous
 
@@ -309,10 +355,11 @@ class _Escape:
         self.exc = exc
 
 
+@trio.lowlevel.disable_ki_protection  # a supervised task's code: Ctrl-C may land here
 async def _guarded(coro: Awaitable[Any], bind: TaskHandle | None) -> Any:
-    if bind is not None:
-        _current_task.set(bind)  # in this asyncio task's own context
     try:
+        if bind is not None:
+            _current_task.set(bind)  # in this asyncio task's own context
         return await coro
     except (KeyboardInterrupt, SystemExit) as exc:
         return _Escape(exc)
