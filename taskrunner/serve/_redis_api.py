@@ -15,9 +15,41 @@ from coredis.tokens import PureToken
 
 from ._backend import Deliver, new_session_id
 from ._errors import ConflictError, NotFoundError, UnavailableError
-from ._redis_base import REDIS_DOWN, RedisBase
+from ._redis_base import REDIS_DOWN, Feed, RedisBase
 
 __all__ = ["RedisApi"]
+
+#: Records read from a stream per round trip while a follower catches up.
+_PAGE = 1000
+
+
+def _records_of(entries: list[Any]) -> list[dict[str, Any]]:
+    return [json.loads(e.field_values["r"]) for e in entries]
+
+
+class _Cursor:
+    """Where one follower is: the last ``seq`` delivered, each record delivered once."""
+
+    __slots__ = ("_deliver", "last")
+
+    def __init__(self, after: int | None, deliver: Deliver) -> None:
+        self.last = after
+        self._deliver = deliver
+
+    def follows(self, records: list[dict[str, Any]]) -> bool:
+        """Whether ``records`` leave no gap after what was delivered."""
+        return self.last is None or not records or records[0]["seq"] <= self.last + 1
+
+    async def deliver(self, records: list[dict[str, Any]]) -> bool:
+        """Deliver those not delivered yet, in order; True once ``SessionEnded`` went."""
+        for record in records:
+            if self.last is not None and record["seq"] <= self.last:
+                continue  # already delivered (read from the stream, then seen by the reader)
+            await self._deliver(record)
+            self.last = record["seq"]
+            if record["type"] == "SessionEnded":
+                return True
+        return False
 
 
 class RedisApi(RedisBase):
@@ -82,7 +114,7 @@ class RedisApi(RedisBase):
         entries = await self._api_call(
             lambda: self._client.xrange(self._skey(session_id, "rec"), start, "+", count=limit)
         )
-        return [json.loads(e.field_values["r"]) for e in entries]
+        return _records_of(entries)
 
     async def _meta(self, session_id: str) -> dict[str, str]:
         meta: dict[str, str] = dict(
@@ -93,38 +125,37 @@ class RedisApi(RedisBase):
         return meta
 
     @contextmanager
-    def _watching(self, session_id: str, after: int | None) -> Iterator[str]:
-        """Have this worker's record reader watch the session's stream while in the block;
-        :meth:`_news` then gives an event set when entries arrive."""
+    def _watching(self, session_id: str, after: int | None) -> Iterator[Feed]:
+        """Have this worker's record reader watch the session's stream while in the block,
+        handing what it reads to the feed yielded (register before reading the stream: the
+        reader then has every entry written after that read)."""
         key = self._skey(session_id, "rec")
-        if key not in self._records.positions:
+        feeds = self._feeds.get(key)
+        if feeds is None:
+            feeds = self._feeds[key] = []
 
             def notify(entries: list[Any]) -> None:
-                event = self._record_events.pop(key, None)
-                if event is not None:
-                    event.set()
+                for feed in self._feeds.get(key, ()):
+                    feed.push(entries)
 
             self._records.watch(key, "0-0" if after is None else f"0-{after + 1}", notify)
-        self._followers[key] = self._followers.get(key, 0) + 1
+        feed = Feed()
+        feeds.append(feed)
         try:
-            yield key
+            yield feed
         finally:
-            self._followers[key] -= 1
-            if not self._followers[key]:
-                del self._followers[key]
+            feeds.remove(feed)
+            if not feeds:
+                del self._feeds[key]
                 self._records.unwatch(key)
-                self._record_events.pop(key, None)
 
-    def _news(self, key: str) -> trio.Event:
-        event = self._record_events.get(key)
-        if event is None:
-            event = self._record_events[key] = trio.Event()
-        return event
-
-    async def _await(self, event: trio.Event, timeout: float) -> None:
+    async def _await(self, event: trio.Event, timeout: float) -> bool:
+        """Wait for ``event`` at most ``timeout`` seconds (the reader restarted first if its
+        streams changed); whether it came."""
         await self._api_call(self._records.wake)
         with trio.move_on_after(timeout):
             await event.wait()
+        return event.is_set()
 
     async def records(
         self, session_id: str, after: int | None, limit: int, wait: float
@@ -134,36 +165,52 @@ class RedisApi(RedisBase):
         found = await self._read(session_id, after, limit)
         if found or wait <= 0 or meta.get("state") == "ended":
             return found
-        with self._watching(session_id, after) as key:
-            news = self._news(key)
+        with self._watching(session_id, after) as feed:
             found = await self._read(session_id, after, limit)
             if not found:
-                await self._await(news, wait)
+                await self._await(feed.news, wait)
                 found = await self._read(session_id, after, limit)
         return found
 
     async def follow(self, session_id: str, after: int | None, deliver: Deliver) -> None:
-        """See :class:`taskrunner.serve.Backend`."""
+        """See :class:`taskrunner.serve.Backend`.
+
+        Records already stored are read from the stream, a page per round trip; live ones
+        come from this worker's record reader (one ``XREAD`` for every stream followed
+        here), with no round trip of their own. The stream is read again only after a gap
+        (another follower's reader position was ahead, records were trimmed) or an overflow.
+        """
         await self._meta(session_id)
-        last = after
+        cursor = _Cursor(after, deliver)
+        while True:  # catch up from the stream, then follow live from where that ended
+            found = await self._read(session_id, cursor.last, _PAGE)
+            if await cursor.deliver(found):
+                return
+            if len(found) < _PAGE:
+                break
         ended = False
-        with self._watching(session_id, after) as key:
+        with self._watching(session_id, cursor.last) as feed:
             while True:
-                news = self._news(key)
-                found = await self._read(session_id, last, 1000)
-                for record in found:
-                    await deliver(record)
-                    last = record["seq"]
-                    if record["type"] == "SessionEnded":
-                        return
-                if not found:
-                    if ended:
-                        return
-                    # The owner writes the end after the session's last records, which may
-                    # have come since the read above: once ended, read again to the end.
+                entries, overflowed = feed.take()
+                if entries:
+                    found = _records_of(entries)
+                    if not cursor.follows(found):
+                        found = await self._read(session_id, cursor.last, _PAGE)
+                elif overflowed:
+                    found = await self._read(session_id, cursor.last, _PAGE)
+                elif ended:
+                    return
+                elif not await self._await(feed.news, 5.0):
+                    # Quiet for a while: the owner writes the end after the session's last
+                    # records, so once ended, read the stream to its end and stop.
                     ended = (await self._meta(session_id)).get("state") == "ended"
-                    if not ended:
-                        await self._await(news, 5.0)
+                    found = await self._read(session_id, cursor.last, _PAGE) if ended else []
+                else:
+                    continue
+                if await cursor.deliver(found):
+                    return
+                if len(found) == _PAGE:  # more stored than one page: read on from the stream
+                    feed.overflowed = True
 
     def _info(self, session_id: str, meta: dict[str, str]) -> dict[str, Any]:
         return {
@@ -183,9 +230,7 @@ class RedisApi(RedisBase):
         """See :class:`taskrunner.serve.Backend`."""
 
         async def read() -> list[dict[str, Any]]:
-            ids = list(
-                await self._client.zrange(self._key("sessions"), 0, limit - 1, rev=True)
-            )
+            ids = list(await self._client.zrange(self._key("sessions"), 0, limit - 1, rev=True))
             async with self._client.pipeline(transaction=False) as pipe:
                 metas = [pipe.hgetall(self._skey(s, "meta")) for s in ids]
             out = []

@@ -7,7 +7,7 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from functools import partial
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 import coredis
 import coredis.exceptions
@@ -108,6 +108,39 @@ class Tail:
                     handler(list(entries))
 
 
+class Feed:
+    """The record entries this worker's record reader saw for one follower, kept until it
+    takes them: a follower gets each new batch from the reader's own ``XREAD`` instead of
+    reading it again. Past ``LIMIT`` waiting entries (a slow client) they are dropped and the
+    follower reads from Redis where it is (``overflowed``), so memory stays bounded."""
+
+    __slots__ = ("entries", "news", "overflowed")
+
+    #: entries kept waiting for one follower at most
+    LIMIT: ClassVar[int] = 2_000
+
+    def __init__(self) -> None:
+        self.entries: list[Any] = []
+        self.news = trio.Event()
+        self.overflowed = False
+
+    def push(self, entries: list[Any]) -> None:
+        """Add a batch the reader got (called by the reader, never blocks)."""
+        if self.overflowed or len(self.entries) + len(entries) > self.LIMIT:
+            self.entries.clear()
+            self.overflowed = True
+        else:
+            self.entries.extend(entries)
+        self.news.set()
+
+    def take(self) -> tuple[list[Any], bool]:
+        """The entries waiting and whether some were dropped; the feed starts empty again."""
+        entries, overflowed = self.entries, self.overflowed
+        self.entries, self.overflowed = [], False
+        if self.news.is_set():
+            self.news = trio.Event()
+        return entries, overflowed
+
 
 class RedisBase:
     """The state and helpers both halves of :class:`taskrunner.serve.RedisBackend` use."""
@@ -159,8 +192,8 @@ class RedisBase:
         self._flushed = trio.Event()
         self._redis_outage = Outage("Redis", self.worker_id)
         self._last_renewal = time.monotonic()
-        self._record_events: dict[str, trio.Event] = {}
-        self._followers: dict[str, int] = {}
+        #: per record stream watched here, the feeds of the requests following it
+        self._feeds: dict[str, list[Feed]] = {}
         self._scripts: dict[str, Any] = {}
         self._inputs = Tail(self, "inputs")
         self._records = Tail(self, "records")
@@ -211,4 +244,3 @@ class RedisBase:
             return await call()
         except REDIS_DOWN as exc:
             raise UnavailableError(f"Redis is unreachable ({type(exc).__name__}: {exc})") from None
-
