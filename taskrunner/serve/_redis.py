@@ -36,7 +36,6 @@ import coredis.exceptions
 import trio
 from coredis.tokens import PureToken
 
-from . import _redis_scripts as scripts
 from ._redis_api import RedisApi
 from ._redis_base import BLOCK_MS, GROUP, REDIS_DOWN, seq_of
 from ._redis_mirror import Mirror
@@ -102,8 +101,7 @@ class RedisBackend(RedisApi):
             await self._client.xgroup_create(self._key("new"), GROUP, "$", mkstream=True)
         except coredis.exceptions.StreamDuplicateConsumerGroupError:
             pass  # another worker made it
-        for name in scripts.__all__:
-            await self._client.script_load(getattr(scripts, name))
+        await self._load_scripts()
         await self._heartbeat()
 
     async def _heartbeat(self) -> None:
@@ -388,6 +386,22 @@ class RedisBackend(RedisApi):
                 calls[-1][2].append(value)
             else:
                 calls.append((kind, session_id, [value]))
+        try:
+            done = await self._send(calls)
+        except coredis.exceptions.NoScriptError:
+            # Redis lost its scripts (restarted): none of the batch ran, as the script cache
+            # is the server's. Load them and send the batch again (once).
+            await self._load_scripts()
+            done = await self._send(calls)
+        refused: set[str] = set()
+        for (kind, session_id, _), result in zip(calls, done, strict=True):
+            if not result:
+                refused.add(session_id)
+                self._lost(session_id, f"{kind} refused: the lease is not ours")
+        return refused
+
+    async def _send(self, calls: list[tuple[str, str, list[Any]]]) -> list[Any]:
+        """One pipeline of script calls; their results in order."""
         results = []
         async with self._client.pipeline(transaction=False) as pipe:
             for kind, session_id, values in calls:
@@ -397,11 +411,11 @@ class RedisBackend(RedisApi):
                     for record in values:
                         args += [record["seq"], json.dumps(record, default=repr)]
                     keys = [lease, self._skey(session_id, "rec")]
-                    results.append(self._script("PUBLISH")(keys, args, client=pipe))
+                    results.append(self._queue_script(pipe, "PUBLISH", keys, args))
                 elif kind == "ckpt":
                     keys = [lease, self._skey(session_id, "ckpt")]
                     args = [self.worker_id, json.dumps(values[0][1], default=repr)]
-                    results.append(self._script("SAVE")(keys, args, client=pipe))
+                    results.append(self._queue_script(pipe, "SAVE", keys, args))
                 elif kind == "end":
                     keys = [
                         lease,
@@ -411,18 +425,12 @@ class RedisBackend(RedisApi):
                         *(self._skey(session_id, w) for w in ("meta", "in", "rec", "ckpt")),
                     ]
                     args = [self.worker_id, session_id, self._retention, time.time()]
-                    results.append(self._script("END")(keys, args, client=pipe))
+                    results.append(self._queue_script(pipe, "END", keys, args))
                 else:  # release
                     keys = [lease, self._skey(session_id, "meta"), self._key("new")]
-                    results.append(
-                        self._script("RELEASE")(keys, [self.worker_id, session_id], client=pipe)
-                    )
-        refused: set[str] = set()
-        for (kind, session_id, _), result in zip(calls, results, strict=True):
-            if not await result:
-                refused.add(session_id)
-                self._lost(session_id, f"{kind} refused: the lease is not ours")
-        return refused
+                    args = [self.worker_id, session_id]
+                    results.append(self._queue_script(pipe, "RELEASE", keys, args))
+        return [await result for result in results]
 
     def _lost(self, session_id: str, why: str) -> None:
         runner = self._runners.get(session_id)

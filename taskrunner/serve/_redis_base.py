@@ -226,6 +226,17 @@ class RedisBase:
             script = self._scripts[name] = self._client.register_script(getattr(scripts, name))
         return script
 
+    def _queue_script(self, pipe: Any, name: str, keys: list[Any], args: list[Any]) -> Any:
+        """Queue the script ``name`` on ``pipe`` as a bare ``EVALSHA``: a pipeline of
+        registered scripts first asks ``SCRIPT EXISTS``, a round trip per flush. The scripts
+        are loaded at start-up; a Redis that lost them (restarted) answers ``NOSCRIPT``,
+        and the caller loads them (:meth:`_load_scripts`) and sends the pipeline again."""
+        return pipe.evalsha(self._script(name).sha, keys, args)
+
+    async def _load_scripts(self) -> None:
+        for name in scripts.__all__:
+            await self._client.script_load(getattr(scripts, name))
+
     # ------------------------------------------------------------------ faults
 
     async def _retrying(self, what: str, call: Callable[[], Awaitable[T]]) -> T:
