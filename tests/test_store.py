@@ -326,3 +326,28 @@ async def test_a_refused_write_loses_nothing(store_url: str) -> None:
 def test_bad_variables(args: tuple[Any, ...], error: type, match: str) -> None:
     with pytest.raises(error, match=match):
         Variable(*args)
+
+
+async def test_postgres_connections_are_bounded_and_statements_can_be(postgres_dsn: str) -> None:
+    """A PostgreSQL server that stops answering becomes a StoreError, never a worker thread
+    blocked for ever: bounded connects and keepalives on every connection (the URL's own
+    settings win), and a statement timeout when asked."""
+
+    def settings(conn: Any) -> tuple[str, str]:
+        return conn.execute("SHOW statement_timeout").fetchone()[0], conn.info.dsn
+
+    plain = taskrunner.PostgresStore(postgres_dsn)
+    timeout, dsn = await plain._call(settings)
+    assert timeout == "0" and "connect_timeout=10" in dsn and "keepalives_idle=10" in dsn
+    own = taskrunner.PostgresStore(postgres_dsn + "?connect_timeout=3")
+    assert "connect_timeout=3" in (await own._call(settings))[1]
+    bounded = taskrunner.PostgresStore(postgres_dsn, statement_timeout=0.25)
+    assert (await bounded._call(settings))[0] == "250ms"
+    with pytest.raises(taskrunner.StoreError, match="statement timeout"):
+        await bounded._call(lambda conn: conn.execute("SELECT pg_sleep(5)"))
+    assert (await bounded._call(lambda conn: conn.execute("SELECT 1").fetchone()))[0] == 1
+    for store in (plain, own, bounded):
+        await store.aclose()
+    for bad in (0, -1.0, "5"):
+        with pytest.raises(ValueError, match=r"statement_timeout=\) takes seconds > 0"):
+            taskrunner.PostgresStore(postgres_dsn, statement_timeout=bad)  # type: ignore[arg-type]

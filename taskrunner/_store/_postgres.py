@@ -31,6 +31,17 @@ def _hide_password(dsn: str) -> str:
     return urlunsplit(parts._replace(netloc=netloc))
 
 
+#: Connection settings every PostgresStore connection gets unless its URL sets them: a
+#: connect gives up after 10 s, and a peer silent for about 25 s is detected (keepalives).
+_LIVENESS = {
+    "connect_timeout": 10,
+    "keepalives": 1,
+    "keepalives_idle": 10,
+    "keepalives_interval": 5,
+    "keepalives_count": 3,
+}
+
+
 class PostgresStore(SQLStore):
     """A :class:`taskrunner.Store` on PostgreSQL (``postgresql://user@host:port/db``).
 
@@ -38,20 +49,33 @@ class PostgresStore(SQLStore):
     reservations lock the test's row (``SELECT ... FOR UPDATE``), memory search uses
     PostgreSQL's full-text search (``tsvector``, ``simple`` configuration). The tables are
     created on first use (``tr_*``). Needs ``pip install 'taskrunner[postgres]'``.
+
+    Every connection gives up connecting after 10 s and detects a silent server within
+    about 25 s (TCP keepalives), unless the URL sets those itself. ``statement_timeout``
+    (seconds) bounds each statement on the server; one cut short raises
+    :class:`StoreError`, as any failed call does.
     """
 
     _ph = "%s"
     _lock_row = " FOR UPDATE"
 
-    def __init__(self, dsn: str) -> None:
+    def __init__(self, dsn: str, *, statement_timeout: float | None = None) -> None:
         if not isinstance(dsn, str) or not dsn.startswith(("postgresql://", "postgres://")):
             raise ValueError(
                 f"PostgresStore(dsn) takes a URL 'postgresql://user[:password]@host[:port]/db', "
                 f"got {dsn!r}"
             )
+        if statement_timeout is not None and not (
+            isinstance(statement_timeout, (int, float)) and statement_timeout > 0
+        ):
+            raise ValueError(
+                f"PostgresStore(statement_timeout=) takes seconds > 0 or None, "
+                f"got {statement_timeout!r}"
+            )
         super().__init__()
         self.dsn = dsn
         self.url = _hide_password(dsn)
+        self.statement_timeout = statement_timeout
 
     def _connect(self) -> Any:
         try:
@@ -60,8 +84,19 @@ class PostgresStore(SQLStore):
             raise StoreError(
                 "PostgresStore needs psycopg 3: pip install 'taskrunner[postgres]'"
             ) from exc
+        from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
         try:
-            return psycopg.connect(self.dsn, autocommit=True)
+            params = conninfo_to_dict(self.dsn)
+            # A server that stops answering (a partition, a host gone without a reset) must
+            # become an error, not a worker thread blocked for ever: bounded connects, TCP
+            # keepalives, and the statement timeout asked for. The URL's own settings win.
+            for name, value in _LIVENESS.items():
+                params.setdefault(name, value)
+            if self.statement_timeout is not None:
+                ms = max(1, round(self.statement_timeout * 1000))
+                params["options"] = f"{params.get('options', '')} -c statement_timeout={ms}"
+            return psycopg.connect(make_conninfo("", **params), autocommit=True)
         except psycopg.Error as exc:
             raise StoreError(f"cannot connect to {self.url}: {exc}") from exc
 

@@ -28,6 +28,9 @@ __all__ = ["CHECKPOINT_SCHEMES", "StoreCheckpoints", "check_checkpoints_option"]
 
 T = TypeVar("T")
 
+#: Seconds a checkpoint statement may take on the server before it counts as a failure.
+STATEMENT_TIMEOUT = 10.0
+
 #: URL schemes ``--checkpoints`` takes besides ``redis``.
 CHECKPOINT_SCHEMES = ("postgresql://", "postgres://")
 
@@ -55,7 +58,8 @@ class StoreCheckpoints:
     """
 
     def __init__(self, dsn: str, *, worker_id: str, retention: float) -> None:
-        self.store = PostgresStore(dsn)
+        # A checkpoint statement is small: one stuck for 10 s is an outage, retried.
+        self.store = PostgresStore(dsn, statement_timeout=STATEMENT_TIMEOUT)
         self.url = self.store.url
         self.worker_id = worker_id
         self.retention = retention
