@@ -499,6 +499,47 @@ async def test_redis_restart_is_retried_and_reported(tmp_path: Path, redis_url: 
         redis.wait()
 
 
+@pytest.mark.parametrize("ending", ["drain_timeout", "second_sigterm"])
+async def test_a_drain_that_cannot_reach_redis_is_bounded(
+    tmp_path: Path, redis_url: str, ending: str
+) -> None:
+    """SIGTERM while Redis is down: the drain waits for Redis, so it is given up after
+    --drain-timeout, or at a second SIGTERM; the worker exits either way (its sessions then
+    go to their leases, as after a crash)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    redis = _redis_server(port, tmp_path)
+    timeout = "1" if ending == "drain_timeout" else "600"
+    args = ["--redis", f"redis://127.0.0.1:{port}/0", "--drain-timeout", timeout]
+    try:
+        async with serve(tmp_path, *args, workers_up=1) as server, _client(server) as client:
+            sid = await _start(client, parameters={"name": "Gil"})
+            await _wait_record(client, sid, _said("hello Gil"))
+            redis.kill()
+            await trio.to_thread.run_sync(redis.wait)
+            await _until("the outage", lambda: "Redis unreachable" in server.text())
+            server.proc.send_signal(signal.SIGTERM)
+            await _until("draining", lambda: "SIGTERM, draining" in server.text())
+            if ending == "second_sigterm":
+                server.proc.send_signal(signal.SIGTERM)
+            with trio.fail_after(10):  # real processes: the bound, plus hypercorn's 2 s
+                code = await trio.to_thread.run_sync(server.proc.wait)
+            assert code == 0, server.text()
+            said = {
+                "drain_timeout": "drain not finished after 1 s; leaving its sessions to their "
+                "leases",
+                "second_sigterm": "SIGTERM again: leaving without draining",
+            }[ending]
+            assert said in server.text()
+            assert "drained" not in server.text().split("draining", 1)[1]
+    finally:
+        redis.kill()
+        redis.wait()
+
+
 async def test_sigterm_hands_sessions_over(tmp_path: Path, redis_url: str) -> None:
     prefix = f"t{uuid.uuid4().hex[:8]}"
     args = ["--workers", "2", "--redis", redis_url, "--prefix", prefix]

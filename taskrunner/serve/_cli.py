@@ -51,6 +51,9 @@ def add_serve_parser(sub: Any) -> None:
                    help="with --redis: recent sessions of other workers the debugger page "
                    "shows too (default %(default)s, 0: only this worker's)")
     p.add_argument("--stop-grace", type=float, default=0.0)
+    p.add_argument("--drain-timeout", type=_positive(float, "--drain-timeout"), default=30.0,
+                   help="seconds a worker drains after SIGTERM at most; a second SIGTERM "
+                   "ends it at once (default %(default)s)")
     p.add_argument("--max-body", type=_positive(int, "--max-body"), default=64 * 1024)
     p.add_argument("--prefix", default="taskrunner", help="Redis key prefix")
     p.add_argument(
@@ -105,6 +108,7 @@ def main_serve(args: argparse.Namespace) -> int:
         max_body=args.max_body,
         prefix=args.prefix,
         checkpoints=checkpoints,
+        drain_timeout=args.drain_timeout,
     )
     if args.worker_fd is not None:
         return run_worker(cfg, args.worker_fd, args.worker_url or "")

@@ -49,6 +49,8 @@ class ServeConfig:
     crash); ``max_records`` bounds each session's kept records (memory, or its Redis stream);
     ``mirror`` is how many recent sessions of other workers a worker's debugger page shows;
     ``checkpoints`` a PostgreSQL URL where the workers keep the checkpoints (None: in Redis).
+    ``drain_timeout`` bounds a worker's drain after SIGTERM/SIGINT (a second signal ends it
+    at once); past it the worker exits and its sessions are taken over as after a crash.
     """
 
     module: str
@@ -68,6 +70,7 @@ class ServeConfig:
     max_body: int = 64 * 1024
     prefix: str = "taskrunner"
     checkpoints: str | None = None
+    drain_timeout: float = 30.0
 
 
 def bind_socket(host: str, port: int) -> socket.socket:
@@ -176,9 +179,46 @@ async def _worker(cfg: ServeConfig, fd: int, url: str) -> None:
                     "worker %s: %s, draining", backend.worker_id, signal.Signals(signum).name
                 )
                 break
-            await backend.drain()
+            if await _bounded_drain(backend, signals, cfg.drain_timeout):
+                print(f"worker {backend.worker_id} drained", file=sys.stderr, flush=True)
             shutdown.set()
-            print(f"worker {backend.worker_id} drained", file=sys.stderr, flush=True)
+            nursery.cancel_scope.deadline = trio.current_time() + config.graceful_timeout + 1
+
+
+async def _bounded_drain(backend: Any, signals: Any, timeout: float) -> bool:
+    """``backend.drain()``, given up after ``timeout`` seconds or at a second signal (a
+    drain waits for Redis, which may be unreachable); whether it finished. A worker that
+    gives up leaves its sessions to their leases: they are taken over as after a crash, from
+    their last checkpoint, and no record that was published is lost."""
+    done = False
+    async with trio.open_nursery() as nursery:
+
+        async def drain() -> None:
+            nonlocal done
+            await backend.drain()
+            done = True
+            nursery.cancel_scope.cancel()
+
+        async def second_signal() -> None:
+            async for signum in signals:
+                logger.warning(
+                    "worker %s: %s again: leaving without draining",
+                    backend.worker_id,
+                    signal.Signals(signum).name,
+                )
+                nursery.cancel_scope.cancel()
+                return
+
+        nursery.start_soon(drain)
+        nursery.start_soon(second_signal)
+        await trio.sleep(timeout)
+        logger.warning(
+            "worker %s: drain not finished after %g s; leaving its sessions to their leases",
+            backend.worker_id,
+            timeout,
+        )
+        nursery.cancel_scope.cancel()
+    return done
 
 
 def run_worker(cfg: ServeConfig, fd: int, url: str) -> int:
@@ -196,6 +236,7 @@ def _worker_argv(cfg: ServeConfig, fd: int, url: str) -> list[str]:
         "--mirror", str(cfg.mirror),
         "--stop-grace", repr(cfg.stop_grace), "--max-body", str(cfg.max_body),
         "--prefix", cfg.prefix, "--worker-fd", str(fd), "--worker-url", url,
+        "--drain-timeout", repr(cfg.drain_timeout),
     ]  # fmt: skip
     if cfg.flavor:
         argv += ["--flavor", cfg.flavor]
