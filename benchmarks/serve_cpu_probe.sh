@@ -16,7 +16,7 @@ CHAT_AGENT_WORK_MS=$WM nice -n "${NICE:-0}" .venv/bin/python -m taskrunner serve
     examples/chat_agent.py --port "$PORT" --workers "$W" --redis "redis://127.0.0.1:$RP/0" \
     > /tmp/serve_cpu_probe.log 2>&1 &
 SP=$!
-trap 'kill -TERM $SP 2>/dev/null; redis-cli -p "$RP" shutdown nosave > /dev/null 2>&1 || true' EXIT
+trap 'kill -TERM $SP 2>/dev/null; wait $SP 2>/dev/null; redis-cli -p "$RP" shutdown nosave > /dev/null 2>&1 || true' EXIT
 for _ in $(seq 1 100); do
     if curl -sf "http://127.0.0.1:$PORT/v1/health" 2>/dev/null | python3 -c \
         "import json,sys; sys.exit(0 if len(json.load(sys.stdin).get('workers',[]))>=$W else 1)"  2>/dev/null
