@@ -4,12 +4,14 @@ reader, every record once and in order, whatever the follower's pace.
 
 The records are written straight into a session's streams on a real redis-server, as an
 owner's writer does, so the follower's paths are driven exactly: catching up over several
-pages, live batches, two followers of one session, and a slow follower whose feed overflows.
+pages, live batches, two followers of one session, and a slow follower whose feed overflows;
+and the debugger's mirror of other workers' sessions, which reads only while the page is used.
 """
 
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
@@ -20,6 +22,7 @@ from test_serve import _until
 
 from taskrunner.serve import RedisBackend, new_session_id
 from taskrunner.serve._redis_base import Feed
+from taskrunner.serve._redis_mirror import Mirror
 from taskrunner.tools.hub import Hub
 
 
@@ -159,3 +162,33 @@ async def test_a_slow_follower_whose_feed_overflows_still_gets_every_record(
             await follower.done.wait()
     assert follower.seqs == list(range(1_002))
     assert True in overflows  # it did overflow, and read the stream instead
+
+
+async def test_the_debugger_mirror_reads_only_while_the_page_is_used(
+    backend: RedisBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another worker's session reaches this worker's debugger hub only while the page is
+    in use; after a pause it catches up from the hub's last record: no gap, no repeat."""
+    monkeypatch.setattr(Mirror, "IDLE_S", 1.0)
+    sid = await _session(backend)  # as if another worker ran it
+    await backend._client.zadd(backend._key("sessions"), {sid: time.time()})
+    await _write(backend, sid, range(10))
+    hub = backend.hub
+
+    def last() -> int | None:
+        return hub.session_info(sid)["last_seq"] if sid in hub else None
+
+    await trio.sleep(2.5)  # real time: the mirror's refresh comes round twice
+    assert last() is None  # nobody uses the page: nothing read
+    backend.debugger_used()
+    await _until("mirrored", lambda: last() == 9)
+    await _write(backend, sid, range(10, 20))
+    await _until("followed live", lambda: last() == 19)
+    mirror = backend._mirrorer()
+    await _until("paused once idle", lambda: not mirror._tail.positions)
+    await _write(backend, sid, range(20, 30))
+    await trio.sleep(1.5)
+    assert last() == 19  # not read while nobody uses the page
+    backend.debugger_used()
+    await _until("caught up", lambda: last() == 29)
+    assert [r["seq"] for r in hub.records(sid)] == list(range(30))

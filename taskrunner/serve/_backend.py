@@ -69,3 +69,8 @@ class Backend(Protocol):
     async def health(self) -> dict[str, Any]:
         """This worker's id, its sessions, whether it is draining or cut off."""
         ...
+
+    def debugger_used(self) -> None:
+        """The debugger page was requested (what it shows beyond this worker's own
+        sessions may be read only while it is in use)."""
+        ...

@@ -216,6 +216,9 @@ class LocalBackend:
         await trio.lowlevel.checkpoint()
         return [dict(info) for info in reversed(self._info.values())][:limit]
 
+    def debugger_used(self) -> None:
+        """See :class:`taskrunner.serve.Backend`: every session is here, nothing to read."""
+
     async def health(self) -> dict[str, Any]:
         """See :class:`taskrunner.serve.Backend`."""
         await trio.lowlevel.checkpoint()

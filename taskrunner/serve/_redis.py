@@ -81,6 +81,18 @@ class RedisBackend(RedisApi):
                     with trio.CancelScope(shield=True):
                         await self._checkpoints.aclose()
 
+    _mirror_reader: Mirror | None = None
+
+    def _mirrorer(self) -> Mirror:
+        if self._mirror_reader is None:
+            self._mirror_reader = Mirror(self, self._mirror)
+        return self._mirror_reader
+
+    def debugger_used(self) -> None:
+        """See :class:`taskrunner.serve.Backend`: the page shows other workers' recent
+        sessions too, mirrored from Redis while it is in use (:class:`Mirror`)."""
+        self._mirrorer().used()
+
     async def _serve(self, task_status: trio.TaskStatus[None]) -> None:
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
@@ -92,7 +104,7 @@ class RedisBackend(RedisApi):
             nursery.start_soon(self._renewer)
             nursery.start_soon(self._claimer)
             nursery.start_soon(self._orphan_scanner)
-            nursery.start_soon(Mirror(self, self._mirror).run)
+            nursery.start_soon(self._mirrorer().run)
             task_status.started()
             await trio.sleep_forever()
 

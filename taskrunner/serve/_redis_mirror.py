@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from functools import partial
 from typing import Any
 
@@ -50,13 +51,35 @@ class Mirror:
     """Feeds the hub with the records of the ``limit`` most recently started sessions that
     this worker does not run (checked every second), through one blocking read. A session
     this worker claims is fed by its runner instead; one it gives up is mirrored from the
-    hub's last record on."""
+    hub's last record on.
+
+    It mirrors only while the debugger page is in use: a page is subscribed to the hub, or a
+    debugger request came within ``IDLE_S`` (:meth:`used`). Otherwise it reads nothing: with
+    2 workers, mirroring every record of the other worker was about a sixth of a worker's
+    serving CPU and 40 % of the Redis reads. When the page is used again it catches up from
+    the hub's last record of each session, so what the page shows has no gap.
+    """
+
+    #: Seconds after the last debugger request that the mirror goes on without a subscriber.
+    IDLE_S = 60.0
 
     def __init__(self, backend: RedisApi, limit: int) -> None:
         self._backend = backend
         self._limit = limit
         self._tail = Tail(backend, "mirror")
         self._last: dict[str, int] = {}
+        self._used_at = -math.inf
+        self._wanted = trio.Event()
+
+    def used(self) -> None:
+        """The debugger page was used (a request): mirror for the next ``IDLE_S`` seconds."""
+        self._used_at = trio.current_time()
+        self._wanted.set()
+
+    def in_use(self) -> bool:
+        """Whether the page is in use (subscribed, or requested within ``IDLE_S``)."""
+        recent = trio.current_time() - self._used_at < self.IDLE_S
+        return recent or self._backend.hub.subscriber_count() > 0
 
     async def run(self) -> None:
         """Mirror until cancelled."""
@@ -65,6 +88,12 @@ class Mirror:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._tail.run)
             while True:
+                if not self.in_use():
+                    self._pause()
+                    with trio.move_on_after(1.0):  # a subscriber alone is seen within 1 s
+                        await self._wanted.wait()
+                    self._wanted = trio.Event()
+                    continue
                 try:
                     await self._refresh(nursery)
                 except REDIS_DOWN:
@@ -73,6 +102,12 @@ class Mirror:
                     # the page is a view: a fault here must not stop the worker's sessions
                     logger.exception("debugger mirror failed; trying again")
                 await trio.sleep(1.0)
+
+    def _pause(self) -> None:
+        """Stop reading; :meth:`_refresh` starts again from the hub's last records."""
+        for key in list(self._tail.positions):
+            self._tail.unwatch(key)
+        self._last.clear()
 
     async def _refresh(self, nursery: trio.Nursery) -> None:
         backend = self._backend

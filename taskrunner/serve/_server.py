@@ -150,7 +150,9 @@ async def _worker(cfg: ServeConfig, fd: int, url: str) -> None:
         allowed_hosts=[*_LOOPBACK_HOSTS, cfg.host.strip("[]")] if loopback else None,
         require_token=False,  # behind the API's own check of every request
     )
-    app = create_api(backend, api_key=cfg.api_key, debugger=debugger, max_body=cfg.max_body)
+    app = create_api(
+        backend, api_key=cfg.api_key, debugger=_noting_use(debugger, backend), max_body=cfg.max_body
+    )
     config = Config()
     config.bind = [f"fd://{fd}"]
     config.errorlog = logging.getLogger("taskrunner.serve.hypercorn")
@@ -219,6 +221,16 @@ async def _bounded_drain(backend: Any, signals: Any, timeout: float) -> bool:
         )
         nursery.cancel_scope.cancel()
     return done
+
+
+def _noting_use(app: Any, backend: Any) -> Any:
+    """The debugger app, telling the backend of each request (see ``debugger_used``)."""
+
+    async def noted(scope: Any, receive: Any, send: Any) -> None:
+        backend.debugger_used()
+        await app(scope, receive, send)
+
+    return noted
 
 
 def run_worker(cfg: ServeConfig, fd: int, url: str) -> int:
