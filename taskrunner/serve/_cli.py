@@ -49,7 +49,8 @@ def add_serve_parser(sub: Any) -> None:
                    help="sessions one worker runs at most (default %(default)s)")
     p.add_argument("--mirror", type=int, default=100,
                    help="with --redis: recent sessions of other workers the debugger page "
-                   "shows too (default %(default)s, 0: only this worker's)")
+                   "shows too, read while the page is in use (default %(default)s, 0: only "
+                   "this worker's)")
     p.add_argument("--stop-grace", type=float, default=0.0)
     p.add_argument("--drain-timeout", type=_positive(float, "--drain-timeout"), default=30.0,
                    help="seconds a worker drains after SIGTERM at most; a second SIGTERM "
