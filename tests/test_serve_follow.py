@@ -192,3 +192,26 @@ async def test_the_debugger_mirror_reads_only_while_the_page_is_used(
     backend.debugger_used()
     await _until("caught up", lambda: last() == 29)
     assert [r["seq"] for r in hub.records(sid)] == list(range(30))
+
+
+async def test_entries_the_reader_hands_over_again_are_not_delivered_twice(
+    backend: RedisBackend,
+) -> None:
+    """The worker's reader can be behind a follower (it read for another follower, and this
+    one caught up from the stream further): what it hands over again is skipped."""
+    sid = await _session(backend)
+    await _write(backend, sid, range(50))
+    follower = _Follower(backend, sid, None)
+    key = backend._skey(sid, "rec")
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(follower.run)
+        await _until(
+            "caught up and following", lambda: len(follower.seqs) == 50 and key in backend._feeds
+        )
+        backend._records.watch(key, "0-21", backend._records.handlers[key])  # behind: 20 on
+        await backend._records.wake()
+        await _until("read again", lambda: backend._records.positions[key] == "0-50")
+        await _write(backend, sid, range(50, 61), end=True)
+        with trio.fail_after(10):
+            await follower.done.wait()
+    assert follower.seqs == list(range(61))

@@ -182,35 +182,39 @@ class RedisApi(RedisBase):
         """
         await self._meta(session_id)
         cursor = _Cursor(after, deliver)
-        while True:  # catch up from the stream, then follow live from where that ended
-            found = await self._read(session_id, cursor.last, _PAGE)
-            if await cursor.deliver(found):
-                return
-            if len(found) < _PAGE:
-                break
+        if await self._deliver_stored(session_id, cursor):  # catch up, then follow live
+            return
         ended = False
         with self._watching(session_id, cursor.last) as feed:
             while True:
                 entries, overflowed = feed.take()
-                if entries:
+                if entries and not overflowed:
                     found = _records_of(entries)
-                    if not cursor.follows(found):
-                        found = await self._read(session_id, cursor.last, _PAGE)
-                elif overflowed:
-                    found = await self._read(session_id, cursor.last, _PAGE)
+                    if cursor.follows(found):
+                        if await cursor.deliver(found):
+                            return
+                        continue
+                if entries or overflowed:  # a gap before the batch, or entries dropped
+                    if await self._deliver_stored(session_id, cursor):
+                        return
                 elif ended:
                     return
                 elif not await self._await(feed.news, 5.0):
                     # Quiet for a while: the owner writes the end after the session's last
                     # records, so once ended, read the stream to its end and stop.
                     ended = (await self._meta(session_id)).get("state") == "ended"
-                    found = await self._read(session_id, cursor.last, _PAGE) if ended else []
-                else:
-                    continue
-                if await cursor.deliver(found):
-                    return
-                if len(found) == _PAGE:  # more stored than one page: read on from the stream
-                    feed.overflowed = True
+                    if ended and await self._deliver_stored(session_id, cursor):
+                        return
+
+    async def _deliver_stored(self, session_id: str, cursor: _Cursor) -> bool:
+        """Deliver what the stream holds after the cursor, a page per round trip; True once
+        ``SessionEnded`` went."""
+        while True:
+            found = await self._read(session_id, cursor.last, _PAGE)
+            if await cursor.deliver(found):
+                return True
+            if len(found) < _PAGE:
+                return False
 
     def _info(self, session_id: str, meta: dict[str, str]) -> dict[str, Any]:
         return {
