@@ -348,6 +348,6 @@ async def test_postgres_connections_are_bounded_and_statements_can_be(postgres_d
     assert (await bounded._call(lambda conn: conn.execute("SELECT 1").fetchone()))[0] == 1
     for store in (plain, own, bounded):
         await store.aclose()
-    for bad in (0, -1.0, "5"):
-        with pytest.raises(ValueError, match=r"statement_timeout=\) takes seconds > 0"):
+    for bad in (0, -1.0, "5", float("inf"), float("nan"), True):
+        with pytest.raises(ValueError, match=r"statement_timeout=\) takes finite seconds > 0"):
             taskrunner.PostgresStore(postgres_dsn, statement_timeout=bad)  # type: ignore[arg-type]

@@ -9,6 +9,7 @@ on the asyncio side of every session).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -66,10 +67,12 @@ class PostgresStore(SQLStore):
                 f"got {dsn!r}"
             )
         if statement_timeout is not None and not (
-            isinstance(statement_timeout, (int, float)) and statement_timeout > 0
+            isinstance(statement_timeout, (int, float))
+            and not isinstance(statement_timeout, bool)
+            and 0 < statement_timeout < math.inf
         ):
             raise ValueError(
-                f"PostgresStore(statement_timeout=) takes seconds > 0 or None, "
+                f"PostgresStore(statement_timeout=) takes finite seconds > 0 or None, "
                 f"got {statement_timeout!r}"
             )
         super().__init__()
