@@ -9,6 +9,7 @@ import gc
 import json
 import subprocess
 import sys
+import time
 import weakref
 from typing import Any
 
@@ -254,6 +255,75 @@ async def test_taskrunner_loop_runs_ready_callbacks_in_batches_in_order() -> Non
 
     await taskrunner.run_in_asyncio(schedule)
     assert order == [*range(300), -1]
+
+
+def _spin(seconds: float) -> None:
+    """Spend ``seconds`` of this thread's CPU time."""
+    until = time.thread_time() + seconds
+    while time.thread_time() < until:
+        pass
+
+
+async def test_the_trio_side_runs_every_slice_while_asyncio_code_is_busy() -> None:
+    """60 asyncio-flavoured tasks spending CPU in 1 ms pieces (asyncio.sleep(0) between):
+    the trio side (here a task counting its turns; in a server, its I/O, timeouts and
+    cancellations) still runs about every ``ROUND_SLICE_S``, not once per pass over every
+    ready piece (60 ms). Real time: the loop slices real CPU work. asyncio only: trio-
+    flavoured tasks are trio tasks, and trio's own round-robin applies to them."""
+    from taskrunner._adapters import _aio_loop
+
+    async def busy() -> None:
+        for _ in range(10):
+            _spin(0.001)
+            await asyncio.sleep(0)
+
+    gaps: list[float] = []
+    async with supervised(flavor="asyncio") as (sup, records):
+        for i in range(60):
+            sup.create_task(busy, name=f"busy{i}")
+        last = time.perf_counter()
+        while sup.has_unfinished_tasks():
+            await trio.sleep(0)
+            now = time.perf_counter()
+            gaps.append(now - last)
+            last = now
+    assert len(of_task(records, "busy59")) == 2  # started, finished
+    gaps.sort()
+    # The loop's turns alternate with rounds where it has nothing new (short gaps), so take a
+    # high percentile (without the slice: a pass over all 60 pieces, 60 ms, every other gap).
+    typical = gaps[int(len(gaps) * 0.9)]
+    assert _aio_loop.ROUND_SLICE_S <= 0.002
+    assert typical < 0.02, (typical, len(gaps))
+
+
+async def test_cpu_heavy_trio_tasks_do_not_starve_asyncio_flavoured_ones() -> None:
+    """20 trio tasks and 20 asyncio-flavoured ones, all spending CPU in 1 ms pieces: the
+    asyncio ones get about as much of the thread (the loop's slice grows to what the rest
+    of the trio run took), not one short slice per trio round (a tenth as much)."""
+    pieces = {"trio": 0, "asyncio": 0}
+    stop = trio.Event()
+
+    async def busy_trio() -> None:
+        while not stop.is_set():
+            _spin(0.001)
+            pieces["trio"] += 1
+            await trio.sleep(0)
+
+    async def busy_asyncio() -> None:
+        while not stop.is_set():
+            _spin(0.001)
+            pieces["asyncio"] += 1
+            await asyncio.sleep(0)
+
+    async with supervised(flavor="asyncio") as (sup, _):
+        async with trio.open_nursery() as nursery:
+            for i in range(20):
+                nursery.start_soon(busy_trio)
+                sup.create_task(busy_asyncio, name=f"a{i}")
+            await trio.sleep(0.6)  # real time: real CPU work is shared
+            stop.set()
+    ratio = pieces["asyncio"] / pieces["trio"]
+    assert 0.5 < ratio < 2, pieces
 
 
 async def test_many_asyncio_tasks_interrupted_at_once_all_end_cancelled() -> None:

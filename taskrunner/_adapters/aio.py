@@ -7,7 +7,6 @@ installs its asyncio loop policy, which slows every plain ``asyncio.run()`` in t
 from __future__ import annotations
 
 import asyncio
-import heapq
 import inspect
 import logging
 import sys
@@ -16,10 +15,8 @@ from functools import partial
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar, cast
 
 import outcome
-import sniffio
 import trio
 
-from .._core._checks import safe_repr
 from .._core._outlet import OfferFn, PutFn
 from .._core._task_context import APPENDED, FULL, _current_task, current_task
 
@@ -57,10 +54,7 @@ def _import_trio_asyncio() -> Any:
 
 
 trio_asyncio = _import_trio_asyncio()
-try:
-    from trio_asyncio._base import TrioAsyncioExit as _LoopExit  # how loop.stop() ends it
-except ImportError:  # pragma: no cover - internals moved: let every SystemExit through
-    _LoopExit = SystemExit
+from ._aio_loop import prepare, run_callbacks_in_rounds  # noqa: E402 - after trio-asyncio
 
 if TYPE_CHECKING:
     from .._core.handle import TaskHandle
@@ -77,176 +71,6 @@ T = TypeVar("T")
 
 
 # ---------------------------------------------------------------------------- the loop
-
-
-def _exception_handler(loop: Any, context: dict[str, Any]) -> None:
-    """Log what asyncio would have logged, on the taskrunner logger; never raise.
-
-    trio-asyncio's default handler re-raises into its loop's system task, which would end
-    every session of the process (a fire-and-forget task that failed, a future whose
-    exception was never retrieved, an unclosed aiohttp session...). Plain asyncio only logs.
-    """
-    try:
-        message = str(context.get("message") or "Unhandled exception in asyncio code")
-        details = []
-        for key in sorted(context):
-            if key in ("message", "exception"):
-                continue
-            details.append(f"{key}: {safe_repr(context[key], 300)}")
-        exc = context.get("exception")
-        logger.error(
-            "asyncio: %s%s",
-            message,
-            "".join("\n  " + d for d in details),
-            exc_info=exc if isinstance(exc, BaseException) else None,
-        )
-    except Exception:  # a broken __repr__ must not break the loop either
-        pass
-
-
-def _abandoning_run_in_executor(loop: Any) -> Callable[..., Any]:
-    """``loop.run_in_executor`` whose work is abandoned when the awaiting task is cancelled.
-
-    trio-asyncio runs executor work in a trio thread that cannot be cancelled, so a cancel
-    (an interruption, a timeout) waited for the thread and was lost when it returned. Here the
-    waiting side is cancelled at once; the thread finishes on its own and its late result is
-    dropped with a debug log line (a thread cannot be killed).
-    """
-
-    def run_in_executor(executor: Any, func: Callable[..., Any], *args: Any) -> Any:
-        if executor is not None:
-            # An explicit concurrent.futures executor: asyncio's own wrapping abandons it
-            # on cancel too.
-            return asyncio.wrap_future(executor.submit(func, *args), loop=loop)
-        name = getattr(func, "__qualname__", None) or safe_repr(func, 80)
-
-        def call() -> Any:
-            result = func(*args)
-            return result
-
-        async def in_thread() -> Any:
-            try:
-                return await trio.to_thread.run_sync(call, abandon_on_cancel=True)
-            except trio.Cancelled:
-                logger.debug("executor call %s abandoned on cancel; its result is dropped", name)
-                raise
-
-        return loop.trio_as_future(in_thread)
-
-    return run_in_executor
-
-
-def _prepare(loop: Any) -> None:
-    if getattr(loop, "_taskrunner_prepared", False):
-        return
-    _protect_loop_from_ctrl_c(loop)
-    loop.set_exception_handler(_exception_handler)
-    loop.run_in_executor = _abandoning_run_in_executor(loop)
-    loop._taskrunner_prepared = True
-
-
-def _protect_loop_from_ctrl_c(loop: Any) -> None:
-    """Keep a Ctrl-C (a signal's KeyboardInterrupt) out of trio-asyncio's loop machinery.
-
-    trio raises KeyboardInterrupt wherever the main thread is, unless the code there is
-    KI-protected, in which case the run's main task gets it at its next checkpoint. trio-
-    asyncio's loop task (``_main_loop``, and every asyncio callback it runs) is not: a
-    Ctrl-C landing there ends the loop with asyncio tasks still waited for, and the run
-    hangs for ever (trio-asyncio issues 88 and 118). Marking ``_main_loop`` protected (for
-    every trio-asyncio loop of the process: trio keys the mark on the code object) sends it
-    to the main task instead, and the run ends through cancellation as anywhere else. The
-    code of a supervised asyncio task stays interruptible: ``_guarded`` lifts the mark.
-    """
-    main_loop = getattr(type(loop), "_main_loop", None)
-    if main_loop is not None and hasattr(main_loop, "__code__"):
-        trio.lowlevel.enable_ki_protection(main_loop)
-
-
-def _survive_escaping_interrupt(exc: KeyboardInterrupt | SystemExit, loop: Any) -> None:
-    """A KeyboardInterrupt or SystemExit raised out of an asyncio callback, reported.
-
-    asyncio lets these through its loop; in trio-asyncio that ends the loop with futures
-    still awaited, and the run hangs. When a task raised it, asyncio has already set it on
-    the task, so whoever awaits the task gets it (a supervised task re-raises it on the trio
-    side, which ends the run as in trio); the loop goes on, and the escape is logged.
-    trio-asyncio's own ``TrioAsyncioExit`` (how ``loop.stop()`` ends the loop) is re-raised.
-    """
-    if isinstance(exc, _LoopExit):
-        raise exc
-    loop.call_exception_handler(
-        {
-            "message": f"{type(exc).__name__} escaped an asyncio callback; the loop goes on",
-            "exception": exc,
-        }
-    )
-
-
-#: How many ready asyncio callbacks taskrunner's loop runs at least per trio scheduling round
-#: (all of those waiting when the round began, if there are more).
-_CALLBACKS_PER_ROUND = 64
-
-
-def _run_callbacks_in_batches(loop: Any) -> bool:
-    """Have ``loop`` (taskrunner's own trio-asyncio loop) run up to
-    ``_CALLBACKS_PER_ROUND`` ready callbacks per trio scheduling round, as asyncio runs every
-    ready callback per iteration; False (nothing changed) on an unknown trio-asyncio.
-
-    trio-asyncio runs one asyncio callback per round (each goes through a trio channel
-    receive, a checkpoint). With thousands of asyncio tasks the callbacks queue up behind
-    the rounds (4,000 waiting at 1,000 sessions with a fifth of the tasks asyncio-flavoured),
-    and a cancel (a barge-in) reaches its asyncio task only after all of them. Here the round
-    that receives a callback also runs those already waiting (and timers already due), in
-    trio-asyncio's order, then yields to trio as before.
-    """
-    try:
-        from trio_asyncio._handles import AsyncHandle
-    except ImportError:  # pragma: no cover - a trio-asyncio without this module
-        return False
-    needed = ("_q_recv", "_timers", "_stopped", "_nursery", "_main_loop_one", "time")
-    if not all(hasattr(loop, name) for name in needed):
-        return False  # pragma: no cover - internals changed: keep trio-asyncio's own loop
-    one = type(loop)._main_loop_one
-    sniffio_state = sniffio.thread_local
-
-    async def main_loop_one(no_wait: bool = False) -> None:
-        try:
-            await one(loop, no_wait)  # trio-asyncio's step: waits for work, runs one callback
-        except (KeyboardInterrupt, SystemExit) as exc:
-            _survive_escaping_interrupt(exc, loop)
-        if no_wait:
-            return
-        receive = loop._q_recv.receive_nowait
-        timers = loop._timers
-        # As asyncio does: every callback that was ready when the round began (and at least
-        # a batch), not only one. Callbacks those add wait for the next round.
-        ready = loop._q_recv.statistics().current_buffer_used
-        for _ in range(max(_CALLBACKS_PER_ROUND - 1, ready)):
-            if loop._stopped.is_set():
-                return
-            if timers and timers[0]._when <= loop.time():
-                obj = heapq.heappop(timers)
-            else:
-                try:
-                    obj = receive()
-                except trio.WouldBlock:
-                    return
-                if isinstance(obj, asyncio.TimerHandle):
-                    heapq.heappush(timers, obj)
-                    continue
-            if isinstance(obj, AsyncHandle):
-                obj._context.run(loop._nursery.start_soon, obj._run, name=obj._callback)
-                await obj._started.wait()
-            elif not obj._cancelled:
-                previous, sniffio_state.name = sniffio_state.name, "asyncio"
-                try:
-                    obj._run()
-                except (KeyboardInterrupt, SystemExit) as exc:
-                    _survive_escaping_interrupt(exc, loop)
-                finally:
-                    sniffio_state.name = previous
-
-    loop._main_loop_one = main_loop_one
-    return True
 
 
 class _SharedLoop:
@@ -266,8 +90,8 @@ class _SharedLoop:
     async def host(self) -> None:
         try:
             async with trio_asyncio.open_loop() as loop:
-                _prepare(loop)
-                _run_callbacks_in_batches(loop)
+                prepare(loop)
+                run_callbacks_in_rounds(loop)
                 self.loop = loop
                 self.ready.set()
                 await trio.sleep_forever()
@@ -297,7 +121,7 @@ async def asyncio_loop() -> Any:
     """
     adopted = trio_asyncio.current_loop.get()
     if adopted is not None and not adopted.is_closed():
-        _prepare(adopted)
+        prepare(adopted)
         return adopted
     shared = _shared_loop.get()
     if shared is None:
