@@ -326,6 +326,69 @@ async def test_cpu_heavy_trio_tasks_do_not_starve_asyncio_flavoured_ones() -> No
     assert 0.5 < ratio < 2, pieces
 
 
+@pytest.mark.parametrize("ending", ["cancelled", "failed", "returned"])
+async def test_the_trio_side_learns_at_once_that_an_asyncio_task_ended(ending: str) -> None:
+    """With 50 asyncio tasks busy in 1 ms pieces, the trio side learns that an asyncio task
+    ended (cancelled by a barge-in, failed, returned) within a few pieces of its last step,
+    not after another pass over every ready piece of the loop (50)."""
+    pieces = [0]
+    ended_at: list[int] = []
+    stop = trio.Event()
+
+    async def busy() -> None:
+        while not stop.is_set():
+            _spin(0.001)
+            pieces[0] += 1
+            await asyncio.sleep(0)
+
+    async def target() -> None:
+        try:
+            if ending == "cancelled":
+                await asyncio.sleep(3600)
+            await asyncio.sleep(0.05)
+        finally:
+            ended_at.append(pieces[0])
+        if ending == "failed":
+            raise ValueError("boom")
+
+    async with supervised(flavor="asyncio") as (sup, records):
+        for i in range(50):
+            sup.create_task(busy, name=f"busy{i}")
+        handle = sup.create_task(target, name="target", interruptible=True)
+        if ending == "cancelled":
+            await trio.sleep(0.1)  # real time: every task in its loop
+            sup.cancel_interruptible_tasks(origin="test")
+        await handle.wait()
+        learned = pieces[0]
+        stop.set()
+    assert ended_at and learned - ended_at[0] < 25, (ended_at, learned)
+    kind = {"cancelled": TaskCancelled, "failed": TaskFailed, "returned": TaskFinished}[ending]
+    assert isinstance(of_task(records, "target")[-1], kind)
+
+
+async def test_a_failed_asyncio_task_leaves_no_unretrieved_exception() -> None:
+    """The trio side takes a failed asyncio task's exception from its last step; asyncio's
+    own copy is marked retrieved, so asyncio will not log "exception was never retrieved"
+    when it collects the task (``_log_traceback``: the flag it logs by)."""
+    tasks: list[asyncio.Task[Any]] = []
+
+    async def fail() -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        tasks.append(task)
+        await asyncio.sleep(0)
+        raise ValueError("boom")
+
+    async with supervised(flavor="asyncio") as (sup, records):
+        for i in range(20):
+            sup.create_task(fail, name=f"f{i}")
+        assert await sup.wait_for_all_tasks(timeout=10)
+        await trio.sleep(0.05)  # real time: the loop runs the tasks' done callbacks
+    assert sum(isinstance(r, TaskFailed) for r in records) == 20
+    assert len(tasks) == 20 and all(t.done() for t in tasks)
+    assert not any(t._log_traceback for t in tasks)
+
+
 async def test_many_asyncio_tasks_interrupted_at_once_all_end_cancelled() -> None:
     async def speak() -> None:
         await asyncio.sleep(3600)
