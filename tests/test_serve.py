@@ -227,6 +227,22 @@ async def test_websocket(tmp_path: Path) -> None:
             await until(_said("hello Bo"))
             await ws.send_message(json.dumps({"type": "text", "text": "by socket"}))
             await until(_said("turn 1: by socket"))
+            # control frames: what the interrupt and cancel routes do, over the socket
+            await until(lambda m: m.get("type") == "TaskOutput" and m["task"] == "work-1")
+            await ws.send_message(json.dumps({"control": "interrupt"}))
+            cancelled = await until(lambda m: m.get("type") == "TaskCancelled")
+            assert (cancelled["task"], cancelled["reason"]) == ("work-1", "interrupted")
+            await ws.send_message(json.dumps({"type": "text", "text": "again"}))
+            await until(_said("turn 2: again"))
+            await ws.send_message(json.dumps({"control": "cancel_task", "name": "work-2"}))
+            cancelled = await until(lambda m: m.get("type") == "TaskCancelled")
+            assert (cancelled["task"], cancelled["reason"]) == ("work-2", "cancel_task")
+            for bad in ({"control": "reboot"}, {"control": "cancel_task"},
+                        {"control": "interrupt", "now": True}):  # fmt: skip
+                await ws.send_message(json.dumps(bad))
+                error = await until(lambda m: "error" in m)
+                assert error["status"] == 400 and "unknown control frame" in error["error"]
+                assert '{"control": "interrupt"}' in error["error"]  # what is accepted
             await ws.send_message(json.dumps({"type": "shout"}))
             error = await until(lambda m: "error" in m)
             assert "unknown input event type 'shout'" in error["error"]

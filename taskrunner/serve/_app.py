@@ -8,7 +8,9 @@ Routes (JSON; errors are ``{"error": "..."}`` with the status that fits):
 ``GET /v1/sessions/{id}/events?after=SEQ&limit=N&wait=S``
     -> ``{"session_id", "records": [...], "last_seq"}``; ``wait`` long-polls up to S seconds
 ``GET /v1/sessions`` -> ``{"sessions": [...]}``; ``GET /v1/sessions/{id}`` -> one of them
-``WS /v1/sessions/{id}/ws?after=SEQ``  input events in, records out, live
+``WS /v1/sessions/{id}/ws?after=SEQ``  input events in, records out, live; the control
+    frames ``{"control": "interrupt"}`` and ``{"control": "cancel_task", "name": NAME}`` do
+    what the two routes below do
 ``POST /v1/sessions/{id}/interrupt``, ``POST /v1/sessions/{id}/tasks/{name}/cancel`` -> 202
 ``GET /v1/health`` -> this worker
 ``/debugger/``: the debugger page over this worker's sessions
@@ -35,7 +37,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from ._backend import Backend
 from ._errors import BadInputError, PayloadTooLargeError, ServeError
-from ._inputs import parse_input
+from ._inputs import parse_control, parse_input
 
 __all__ = ["API_KEY_COOKIE", "create_api", "json_dumps"]
 
@@ -281,8 +283,15 @@ def create_api(
                 try:
                     if len(data) > max_body:
                         raise PayloadTooLargeError(f"message over {max_body} bytes")
-                    event = parse_input(_decode(data))
-                    await backend.send_input(session_id, event)
+                    frame = _decode(data)
+                    if isinstance(frame, dict) and "control" in frame:
+                        kind, name = parse_control(frame)
+                        if kind == "interrupt":
+                            await backend.interrupt(session_id)
+                        else:
+                            await backend.cancel_task(session_id, cast(str, name))
+                    else:
+                        await backend.send_input(session_id, parse_input(frame))
                 except ServeError as exc:
                     await ws.send_text(json_dumps({"error": str(exc), "status": exc.status}))
 

@@ -8,7 +8,7 @@ from typing import Any
 from .._session.agent_events import CustomEvent, Event, StopEvent, TextEvent, TimeoutEvent
 from ._errors import BadInputError
 
-__all__ = ["INPUT_TYPES", "event_from_json", "parse_input"]
+__all__ = ["INPUT_TYPES", "event_from_json", "parse_control", "parse_input"]
 
 #: The ``"type"`` values the API accepts, and the keys each takes besides ``"type"``.
 INPUT_TYPES: dict[str, tuple[str, ...]] = {
@@ -80,6 +80,25 @@ def parse_input(message: Any) -> dict[str, Any]:
             raise BadInputError(f"\"data\" must be a JSON object, got {_describe(data)}")
         return {"type": "custom", "name": name, "data": data}
     return {"type": "stop"}
+
+
+def parse_control(message: dict[str, Any]) -> tuple[str, str | None]:
+    """Check one WebSocket control frame (decoded JSON with a ``"control"`` key): what the
+    ``interrupt`` and ``tasks/{name}/cancel`` routes do, over the session's socket.
+
+    Accepted: ``{"control": "interrupt"}`` -> ``("interrupt", None)``, ``{"control":
+    "cancel_task", "name": str}`` -> ``("cancel_task", name)``. Anything else raises
+    :class:`BadInputError` naming what was sent and what is accepted.
+    """
+    accepted = '{"control": "interrupt"} or {"control": "cancel_task", "name": str}'
+    kind = message.get("control")
+    if kind == "interrupt" and set(message) == {"control"}:
+        return "interrupt", None
+    if kind == "cancel_task" and set(message) == {"control", "name"}:
+        name = message["name"]
+        if isinstance(name, str) and name:
+            return "cancel_task", name
+    raise BadInputError(f"unknown control frame {_describe(message)}; accepted: {accepted}")
 
 
 def event_from_json(message: dict[str, Any]) -> Event:

@@ -3,12 +3,13 @@ and report latencies, errors and lost records.
 
 Each session: ``POST .../sessions/start``; a follower receives its records, either
 (``--follow ws``, the default) on the session's WebSocket ``WS .../ws?after=-1``, over which
-the text inputs and the stop are also sent, or (``--follow poll``) by long-polling
-``GET .../events?wait=``, the inputs going by ``POST .../input``. ``--turns`` times: send a
-text input and time until the handler's first output for it arrives (input-to-first-output),
-wait ``--think`` seconds, and after every ``--interrupt-every``-th turn
-``POST .../interrupt`` and time until the ``TaskCancelled`` (reason ``"interrupted"``)
-arrives. Then a stop, and a check over HTTP: every record the follower saw must still be
+the text inputs, the interruptions (``{"control": "interrupt"}``) and the stop are also
+sent, as a realtime client does, or (``--follow poll``) by long-polling
+``GET .../events?wait=``, the inputs going by ``POST .../input`` and the interruptions by
+``POST .../interrupt``. ``--turns`` times: send a text input and time until the handler's
+first output for it arrives (input-to-first-output), wait ``--think`` seconds, and after
+every ``--interrupt-every``-th turn interrupt and time until the ``TaskCancelled`` (reason
+``"interrupted"``) arrives. Then a stop, and a check over HTTP: every record the follower saw must still be
 there, identical, and the session's ``seq`` must run without a gap (``lost records`` counts
 what is missing). Sessions start at ``--rate`` per second.
 """
@@ -162,6 +163,10 @@ class _Follower:
         """Send one input event to the session."""
         await _post(self.client, f"v1/sessions/{self.session_id}/input", event, 202)
 
+    async def interrupt(self) -> None:
+        """Interrupt the session (``POST .../interrupt``)."""
+        await _post(self.client, f"v1/sessions/{self.session_id}/interrupt", None, 202)
+
     async def wait_for(
         self, check: Callable[[Record], bool], start: int, timeout: float, what: str
     ) -> float:
@@ -236,6 +241,11 @@ class _SocketFollower(_Follower):
             await self._socket.send_message(json.dumps(event))
         except trio_websocket.ConnectionClosed as exc:
             raise _SessionFailed(_closed(exc)) from None
+
+
+    async def interrupt(self) -> None:
+        """Interrupt the session with a control frame on the socket."""
+        await self.send({"control": "interrupt"})
 
 
 def _closed(exc: Any) -> str:
@@ -313,7 +323,7 @@ async def _session(
                 if spec.interrupt_every and (turn + 1) % spec.interrupt_every == 0:
                     mark = len(follower.records)
                     sent = trio.current_time()
-                    await _post(client, f"v1/sessions/{sid}/interrupt", None, 202)
+                    await follower.interrupt()
                     arrived = await follower.wait_for(
                         lambda r: r["type"] == "TaskCancelled" and r.get("reason") == "interrupted",
                         mark,
