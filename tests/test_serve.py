@@ -264,6 +264,27 @@ async def test_websocket(tmp_path: Path) -> None:
         assert replay == records[-2:]
 
 
+async def test_each_worker_tunes_the_gc_unless_told_not_to(
+    tmp_path: Path, redis_url: str
+) -> None:
+    """A worker applies ``taskrunner.tune_gc()`` once it is set up (a server is the
+    long-running process that policy is for: full collections walked every live object, a
+    pause of every session); ``--no-tune-gc`` keeps CPython's settings, in every worker."""
+    from taskrunner._gc import MIDDLE_THRESHOLD, OLD_THRESHOLD, YOUNG_THRESHOLD
+
+    async with serve(tmp_path, "--api-key", KEY) as server, _client(server) as client:
+        tuned = (await client.get("/v1/health")).json()["gc"]
+    assert tuned["thresholds"] == [YOUNG_THRESHOLD, MIDDLE_THRESHOLD, OLD_THRESHOLD]
+    assert tuned["frozen"] > 10_000  # the server's modules, the app, the agent
+    prefix = f"t{uuid.uuid4().hex[:8]}"
+    args = ["--api-key", KEY, "--workers", "2", "--redis", redis_url, "--prefix", prefix]
+    async with serve(tmp_path, *args, "--no-tune-gc", workers_up=2) as server:
+        async with _client(server) as client:  # either worker: both have the same argv
+            untuned = (await client.get("/v1/health")).json()["gc"]
+    assert untuned["frozen"] == 0
+    assert untuned["thresholds"] != tuned["thresholds"]
+
+
 # --------------------------------------------------------------------------- auth
 
 

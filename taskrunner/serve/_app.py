@@ -18,6 +18,7 @@ Routes (JSON; errors are ``{"error": "..."}`` with the status that fits):
 
 from __future__ import annotations
 
+import gc
 import hmac
 import json
 import logging
@@ -260,7 +261,8 @@ def create_api(
         return _json({"accepted": True}, 202)
 
     async def health(request: Request) -> Response:
-        return _json(await backend.health())
+        gc_state = {"thresholds": list(gc.get_threshold()), "frozen": gc.get_freeze_count()}
+        return _json({**await backend.health(), "gc": gc_state})
 
     async def websocket(ws: WebSocket) -> None:
         session_id = ws.path_params["session_id"]

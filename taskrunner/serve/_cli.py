@@ -55,6 +55,9 @@ def add_serve_parser(sub: Any) -> None:
     p.add_argument("--drain-timeout", type=_positive(float, "--drain-timeout"), default=30.0,
                    help="seconds a worker drains after SIGTERM at most; a second SIGTERM "
                    "ends it at once (default %(default)s)")
+    p.add_argument("--no-tune-gc", action="store_true",
+                   help="keep CPython's GC settings (default: taskrunner.tune_gc() in each "
+                   "worker once it is set up)")
     p.add_argument("--max-body", type=_positive(int, "--max-body"), default=64 * 1024)
     p.add_argument("--prefix", default="taskrunner", help="Redis key prefix")
     p.add_argument(
@@ -110,6 +113,7 @@ def main_serve(args: argparse.Namespace) -> int:
         prefix=args.prefix,
         checkpoints=checkpoints,
         drain_timeout=args.drain_timeout,
+        tune_gc=not args.no_tune_gc,
     )
     if args.worker_fd is not None:
         return run_worker(cfg, args.worker_fd, args.worker_url or "")

@@ -9,9 +9,9 @@ sent, as a realtime client does, or (``--follow poll``) by long-polling
 ``POST .../interrupt``. ``--turns`` times: send a text input and time until the handler's
 first output for it arrives (input-to-first-output), wait ``--think`` seconds, and after
 every ``--interrupt-every``-th turn interrupt and time until the ``TaskCancelled`` (reason
-``"interrupted"``) arrives. Then a stop, and a check over HTTP: every record the follower saw must still be
-there, identical, and the session's ``seq`` must run without a gap (``lost records`` counts
-what is missing). Sessions start at ``--rate`` per second.
+``"interrupted"``) arrives. Then a stop, and a check over HTTP: every record the follower
+saw must still be there, identical, and the session's ``seq`` must run without a gap
+(``lost records`` counts what is missing). Sessions start at ``--rate`` per second.
 """
 
 from __future__ import annotations

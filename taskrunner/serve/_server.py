@@ -51,6 +51,8 @@ class ServeConfig:
     ``checkpoints`` a PostgreSQL URL where the workers keep the checkpoints (None: in Redis).
     ``drain_timeout`` bounds a worker's drain after SIGTERM/SIGINT (a second signal ends it
     at once); past it the worker exits and its sessions are taken over as after a crash.
+    ``tune_gc``: each worker applies :func:`taskrunner.tune_gc` once its app is built, as
+    ``run`` does (a server is the long-running process that policy is for).
     """
 
     module: str
@@ -71,6 +73,7 @@ class ServeConfig:
     prefix: str = "taskrunner"
     checkpoints: str | None = None
     drain_timeout: float = 30.0
+    tune_gc: bool = True
 
 
 def bind_socket(host: str, port: int) -> socket.socket:
@@ -109,6 +112,7 @@ async def _worker(cfg: ServeConfig, fd: int, url: str) -> None:
     from hypercorn.trio import serve as hypercorn_serve
     from hypercorn.typing import ASGIFramework
 
+    from .._gc import tune_gc
     from ..tools.debugger.app import create_app as create_debugger
     from ..tools.hub import Hub
     from ._app import create_api
@@ -153,6 +157,10 @@ async def _worker(cfg: ServeConfig, fd: int, url: str) -> None:
     app = create_api(
         backend, api_key=cfg.api_key, debugger=_noting_use(debugger, backend), max_body=cfg.max_body
     )
+    if cfg.tune_gc:
+        # Start-up is over (the agent, the app, the server's modules): collect less often,
+        # and never walk those objects again (full collections were pauses of every session).
+        tune_gc()
     config = Config()
     config.bind = [f"fd://{fd}"]
     config.errorlog = logging.getLogger("taskrunner.serve.hypercorn")
@@ -256,6 +264,8 @@ def _worker_argv(cfg: ServeConfig, fd: int, url: str) -> list[str]:
         argv += ["--redis", cfg.redis_url]
     if cfg.checkpoints:
         argv += ["--checkpoints", cfg.checkpoints]
+    if not cfg.tune_gc:
+        argv.append("--no-tune-gc")
     return argv
 
 
