@@ -49,6 +49,9 @@ async def test_ws_follow_against_two_workers_over_redis(tmp_path: Path, redis_ur
     assert report["lost_records"] == 0 and report["completed"] == 4
     # every turn timed its first output, and every turn ended with an interruption
     assert report["first_output_ms"]["n"] == 12 and report["interruption_ms"]["n"] == 12
+    # both split at the record's time (the worker's clock: same machine)
+    assert report["to_output_ms"]["n"] == 12 and report["interruption_to_record_ms"]["n"] == 12
+    assert report["interruption_to_client_ms"]["p50"] is not None
     assert report["first_output_ms"]["p50"] > 0 and report["interruption_ms"]["p99"] > 0
     # ... split at the output record's time: both parts of every turn, each within the whole
     # (the worker and the load generator share this machine's clock)

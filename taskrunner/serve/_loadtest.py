@@ -77,6 +77,9 @@ class LoadReport:
     to_output: list[float] = attrs.field(factory=list)
     to_client: list[float] = attrs.field(factory=list)
     interruption: list[float] = attrs.field(factory=list)
+    #: the interruption latency in the same two parts, at the ``TaskCancelled`` record
+    interruption_to_record: list[float] = attrs.field(factory=list)
+    interruption_to_client: list[float] = attrs.field(factory=list)
     errors: Counter[str] = attrs.field(factory=Counter)
     records: int = 0
     lost_records: int = 0
@@ -109,6 +112,12 @@ class LoadReport:
                              "p99": ms(self.to_client, 0.99)},
             "interruption_ms": {"n": len(self.interruption), "p50": ms(self.interruption, 0.5),
                                 "p99": ms(self.interruption, 0.99)},
+            "interruption_to_record_ms": {"n": len(self.interruption_to_record),
+                                          "p50": ms(self.interruption_to_record, 0.5),
+                                          "p99": ms(self.interruption_to_record, 0.99)},
+            "interruption_to_client_ms": {"n": len(self.interruption_to_client),
+                                          "p50": ms(self.interruption_to_client, 0.5),
+                                          "p99": ms(self.interruption_to_client, 0.99)},
             "errors": dict(self.errors),
             "records": self.records,
             "lost_records": self.lost_records,
@@ -323,14 +332,19 @@ async def _session(
                 if spec.interrupt_every and (turn + 1) % spec.interrupt_every == 0:
                     mark = len(follower.records)
                     sent = trio.current_time()
+                    sent_wall = time.time()
                     await follower.interrupt()
-                    arrived = await follower.wait_for(
+                    arrived, cancelled = await follower.wait_for_record(
                         lambda r: r["type"] == "TaskCancelled" and r.get("reason") == "interrupted",
                         mark,
                         spec.timeout,
                         "interruption",
                     )
                     report.interruption.append(arrived - sent)
+                    made = cancelled.get("wall")
+                    if isinstance(made, (int, float)):
+                        report.interruption_to_record.append(made - sent_wall)
+                        report.interruption_to_client.append(arrived - sent - (made - sent_wall))
             await follower.send({"type": "stop"})
             ended = _type("SessionEnded")
             await follower.wait_for(ended, 0, spec.timeout, "SessionEnded")
@@ -388,6 +402,7 @@ def _print(report: LoadReport) -> None:
     table.add_column(justify="right")
     fo, it = d["first_output_ms"], d["interruption_ms"]
     to, tc = d["to_output_ms"], d["to_client_ms"]
+    ir, ic = d["interruption_to_record_ms"], d["interruption_to_client_ms"]
     rows = [
         ("sessions", f"{d['completed']:,} completed of {d['sessions']:,}"),
         ("elapsed", f"{d['elapsed_s']:.2f} s"),
@@ -397,6 +412,8 @@ def _print(report: LoadReport) -> None:
         ("  until recorded (worker's clock)", f"{to['p50']} ms / {to['p99']} ms"),
         ("  then until received", f"{tc['p50']} ms / {tc['p99']} ms"),
         ("interruption p50 / p99", f"{it['p50']} ms / {it['p99']} ms (n={it['n']})"),
+        ("  until recorded (worker's clock)", f"{ir['p50']} ms / {ir['p99']} ms"),
+        ("  then until received", f"{ic['p50']} ms / {ic['p99']} ms"),
         ("errors", ", ".join(f"{k}: {v}" for k, v in d["errors"].items()) or "0"),
         ("records checked", f"{d['records']:,}"),
         ("lost records", f"{d['lost_records']:,}"),
