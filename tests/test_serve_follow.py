@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 import trio
+import trio.testing
 from test_serve import _until
 
 from taskrunner.serve import RedisBackend, new_session_id
@@ -215,3 +216,29 @@ async def test_entries_the_reader_hands_over_again_are_not_delivered_twice(
         with trio.fail_after(10):
             await follower.done.wait()
     assert follower.seqs == list(range(61))
+
+
+async def test_a_free_redis_connection_is_taken_without_a_scheduling_round(
+    backend: RedisBackend,
+) -> None:
+    """coredis takes each connection from its pool's stack under a lock held across a
+    scheduling round, so every Redis call of a worker waited its turn, one per round (in a
+    worker with 72 busy sessions: waits up to 193 ms, an interruption's ``INPUT`` call 62 ms
+    at p50). A free connection is now taken at once, and the calls still all answer."""
+    await backend._client.ping()  # a connection made, used and back on the stack
+    stack = backend._client.connection_pool._available_connections
+    with trio.testing.assert_no_checkpoints():
+        connection = await stack.get()
+    assert connection is not None
+    stack.put_nowait(connection)
+    key = backend._key("probe")
+    await backend._client.set(key, "v")
+    answers: list[Any] = []
+
+    async def call() -> None:
+        answers.append(await backend._client.get(key))
+
+    async with trio.open_nursery() as calls:
+        for _ in range(100):
+            calls.start_soon(call)
+    assert answers == ["v"] * 100

@@ -20,6 +20,7 @@ from ..tools.hub import Hub
 from . import _redis_scripts as scripts
 from ._backend import worker_name
 from ._errors import UnavailableError
+from ._redis_pool import take_free_connections_at_once
 from ._retry import Outage
 from ._runner import SessionRunner
 
@@ -177,6 +178,7 @@ class RedisBase:
         self._client: Any = coredis.Redis.from_url(
             redis_url, decode_responses=True, connect_timeout=2.0, stream_timeout=10.0
         )
+        take_free_connections_at_once(self._client)
         self._runners: dict[str, SessionRunner] = {}
         #: the checkpoint epoch of each session run here (0 with checkpoints in Redis)
         self._epochs: dict[str, int] = {}
