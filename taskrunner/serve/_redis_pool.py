@@ -28,24 +28,12 @@ def take_free_connections_at_once(client: Any) -> bool:
     stack = getattr(getattr(client, "connection_pool", None), "_available_connections", None)
     if type(stack) is not Queue or not all(hasattr(stack, a) for a in ("_queue", "_getters")):
         return False  # pragma: no cover - internals changed
-    stack.__class__ = _make_stack_class(Queue)
+    locked_get = stack.get
+
+    async def get() -> Any:
+        if stack._queue and not stack._getters:  # free, and nobody waits before us
+            return stack.get_nowait()
+        return await locked_get()
+
+    stack.get = get  # type: ignore[method-assign]  # on this one stack only
     return True
-
-
-_STACK_CLASSES: dict[type, type] = {}
-
-
-def _make_stack_class(queue: type) -> type:
-    cls = _STACK_CLASSES.get(queue)
-    if cls is None:
-
-        class _Stack(queue):  # type: ignore[misc]
-            """coredis's connection stack, taking a free entry without the lock's round."""
-
-            async def get(self) -> Any:
-                if self._queue and not self._getters:  # free, and nobody waits before us
-                    return self.get_nowait()
-                return await super().get()
-
-        cls = _STACK_CLASSES[queue] = _Stack
-    return cls
