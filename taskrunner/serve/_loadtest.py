@@ -98,26 +98,21 @@ class LoadReport:
             value = self.percentile(values, q)
             return None if math.isnan(value) else round(value * 1000, 2)
 
+        def latency(values: list[float]) -> dict[str, Any]:
+            return {"n": len(values), "p50": ms(values, 0.5), "p99": ms(values, 0.99)}
+
         return {
             "sessions": self.sessions,
             "completed": self.completed,
             "elapsed_s": round(self.elapsed, 2),
             "sessions_per_s": round(self.completed / self.elapsed, 2) if self.elapsed else None,
             "peak_active_sessions": self.peak_active,
-            "first_output_ms": {"n": len(self.first_output), "p50": ms(self.first_output, 0.5),
-                                "p99": ms(self.first_output, 0.99)},
-            "to_output_ms": {"n": len(self.to_output), "p50": ms(self.to_output, 0.5),
-                             "p99": ms(self.to_output, 0.99)},
-            "to_client_ms": {"n": len(self.to_client), "p50": ms(self.to_client, 0.5),
-                             "p99": ms(self.to_client, 0.99)},
-            "interruption_ms": {"n": len(self.interruption), "p50": ms(self.interruption, 0.5),
-                                "p99": ms(self.interruption, 0.99)},
-            "interruption_to_record_ms": {"n": len(self.interruption_to_record),
-                                          "p50": ms(self.interruption_to_record, 0.5),
-                                          "p99": ms(self.interruption_to_record, 0.99)},
-            "interruption_to_client_ms": {"n": len(self.interruption_to_client),
-                                          "p50": ms(self.interruption_to_client, 0.5),
-                                          "p99": ms(self.interruption_to_client, 0.99)},
+            "first_output_ms": latency(self.first_output),
+            "to_output_ms": latency(self.to_output),
+            "to_client_ms": latency(self.to_client),
+            "interruption_ms": latency(self.interruption),
+            "interruption_to_record_ms": latency(self.interruption_to_record),
+            "interruption_to_client_ms": latency(self.interruption_to_client),
             "errors": dict(self.errors),
             "records": self.records,
             "lost_records": self.lost_records,
